@@ -1,0 +1,109 @@
+"""Configuration: the schema in workflow/schemas/config.schema.yaml is the one source of defaults.
+
+Snakemake validates the whole config against it; each stage called directly resolves its own
+section (e.g. `resolve("distillation", settings)`), so both paths see the same defaults.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from lead.errors import ConfigError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+@cache
+def schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _validator(sub_schema: Mapping[str, Any]) -> jsonschema.Validator:
+    """A validator that also fills in defaults, including those of nested objects."""
+    base = jsonschema.Draft202012Validator
+
+    def set_defaults(validator, properties, instance, sub):
+        if isinstance(instance, dict):
+            for name, prop in properties.items():
+                prop = _deref(prop)
+                if "default" in prop and name not in instance:
+                    instance[name] = copy.deepcopy(prop["default"])
+        yield from base.VALIDATORS["properties"](validator, properties, instance, sub)
+
+    def ref(validator, reference, instance, sub):
+        yield from validator.descend(instance, _deref({"$ref": reference}))
+
+    extended = jsonschema.validators.extend(base, {"properties": set_defaults, "$ref": ref})
+    full = dict(sub_schema)
+    full["definitions"] = schema()["definitions"]
+    return extended(full)
+
+
+def _deref(prop: Mapping[str, Any]) -> Mapping[str, Any]:
+    if "$ref" not in prop:
+        return prop
+    name = prop["$ref"].rsplit("/", 1)[-1]
+    merged = dict(schema()["definitions"][name])
+    merged.update({k: v for k, v in prop.items() if k != "$ref"})
+    return merged
+
+
+def validate(config: Mapping[str, Any], sub_schema: Mapping[str, Any] | None = None) -> dict:
+    """Return a copy of `config` with defaults filled in; raise ConfigError naming the key."""
+    instance = copy.deepcopy(dict(config))
+    validator = _validator(sub_schema or schema())
+    # Fill defaults first (a pass that may report errors on the partial instance), then report.
+    list(validator.iter_errors(instance))
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
+    if errors:
+        error = errors[0]
+        key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise ConfigError(f"config key {key}: {error.message}")
+    return instance
+
+
+def resolve(section: str, settings: Mapping[str, Any] | None = None) -> dict:
+    """Resolve one top-level section of the config (e.g. "encode") with its defaults."""
+    sub = schema()["properties"].get(section)
+    if sub is None:
+        raise ConfigError(f"unknown config section {section!r}")
+    resolved = validate({section: dict(settings or {})}, {
+        "type": "object", "properties": {section: sub}
+    })
+    return resolved[section]
+
+
+def load(path: str | Path) -> dict:
+    """Load and validate a whole config file."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: cannot read config: {err}") from err
+    return validate(raw)
+
+
+def parse_settings(text: str | None) -> dict:
+    """Parse a stage's --settings argument (JSON or YAML, as written by the workflow)."""
+    if not text:
+        return {}
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--settings is not valid JSON/YAML: {err}") from err
+    if not isinstance(value, dict):
+        raise ConfigError(f"--settings must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def dumps(settings: Mapping[str, Any]) -> str:
+    """Canonical JSON for passing a config slice to a stage (stable across runs)."""
+    return json.dumps(settings, sort_keys=True, separators=(",", ":"))

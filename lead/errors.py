@@ -1,0 +1,27 @@
+"""User-facing errors: the CLI prints them as one line and exits with status 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class LeadError(Exception):
+    """A problem the user can fix (bad input, bad config); printed without a traceback."""
+
+
+class DataError(LeadError):
+    """Bad input data: names the file, the line or record, and what was expected."""
+
+    def __init__(self, path: str | Path, where: str | int | None, message: str):
+        self.path = str(path)
+        self.where = where
+        location = self.path
+        if isinstance(where, int):
+            location += f":{where}"
+        elif where:
+            location += f" ({where})"
+        super().__init__(f"{location}: {message}")
+
+
+class ConfigError(LeadError):
+    """A setting that does not fit the schema, a model or a checkpoint."""

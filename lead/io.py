@@ -1,0 +1,150 @@
+"""Atomic parquet I/O with provenance, shared by every stage.
+
+Every artifact is written to a temporary sibling and renamed into place only once complete,
+so a killed job never leaves a file that Snakemake or a later stage could take for finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lead.errors import DataError
+
+PROVENANCE_KEY = b"lead.provenance"
+_VERSIONED_PACKAGES = ("lead", "torch", "transformers", "tokenizers", "pyarrow", "faiss-cpu")
+
+
+def config_hash(settings: Mapping[str, Any] | None) -> str:
+    """A short, stable hash of a settings mapping (key order does not matter)."""
+    canonical = json.dumps(settings or {}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _package_versions() -> dict[str, str]:
+    versions = {}
+    for name in _VERSIONED_PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions
+
+
+def provenance(source: str, settings: Mapping[str, Any] | None = None, **extra: Any) -> dict:
+    """What produced an artifact: the stage/source, its settings' hash and package versions.
+
+    No timestamps: the same config and seed must give byte-identical artifacts.
+    """
+    return {
+        "source": source,
+        "config_hash": config_hash(settings),
+        "settings": dict(settings or {}),
+        "versions": _package_versions(),
+        **extra,
+    }
+
+
+def _with_provenance(schema: pa.Schema, prov: Mapping[str, Any] | None) -> pa.Schema:
+    if prov is None:
+        return schema
+    meta = dict(schema.metadata or {})
+    meta[PROVENANCE_KEY] = json.dumps(prov, sort_keys=True, default=str).encode()
+    return schema.with_metadata(meta)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling of `path`; move it onto `path` only if the block succeeds.
+
+    Works for files and directories. On failure the temporary is removed and any existing
+    `path` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    _remove(tmp)
+    try:
+        yield tmp
+        if path.is_dir() and tmp.is_dir():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        _remove(tmp)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextlib.contextmanager
+def parquet_writer(
+    path: str | Path, schema: pa.Schema, prov: Mapping[str, Any] | None = None
+) -> Iterator[pq.ParquetWriter]:
+    """A streaming parquet writer (one row group per `write_table`) that lands atomically."""
+    with atomic_path(path) as tmp:
+        writer = pq.ParquetWriter(tmp, _with_provenance(schema, prov), compression="zstd")
+        try:
+            yield writer
+        finally:
+            writer.close()
+
+
+def write_table(table: pa.Table, path: str | Path, prov: Mapping[str, Any] | None = None) -> None:
+    """Write a whole table atomically, with provenance in the schema metadata."""
+    with parquet_writer(path, table.schema, prov) as writer:
+        writer.write_table(table)
+
+
+def read_provenance(path: str | Path) -> dict:
+    meta = pq.read_schema(path).metadata or {}
+    raw = meta.get(PROVENANCE_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def check_schema(path: str | Path, actual: pa.Schema, expected: pa.Schema) -> None:
+    """Fail with the file and column named if `actual` lacks a column of `expected`."""
+    for field in expected:
+        index = actual.get_field_index(field.name)
+        if index < 0:
+            raise DataError(
+                path, f"column {field.name!r}", f"missing; expected columns {expected.names}"
+            )
+        if not actual.field(index).type.equals(field.type):
+            raise DataError(
+                path,
+                f"column {field.name!r}",
+                f"has type {actual.field(index).type}, expected {field.type}",
+            )
+
+
+def read_table(path: str | Path, schema: pa.Schema, columns: list[str] | None = None) -> pa.Table:
+    """Read a parquet artifact, checking it has the columns and types of `schema`."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, None, "file not found")
+    check_schema(path, pq.read_schema(path), schema)
+    return pq.read_table(path, columns=columns or schema.names)
+
+
+def iter_batches(
+    path: str | Path, schema: pa.Schema, batch_size: int = 65536, columns: list[str] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Stream a parquet artifact in record batches (memory independent of file size)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, None, "file not found")
+    file = pq.ParquetFile(path)
+    check_schema(path, file.schema_arrow, schema)
+    yield from file.iter_batches(batch_size=batch_size, columns=columns or schema.names)
