@@ -1,0 +1,79 @@
+"""The data stage: any configured source to corpus.parquet, queries/{split}, qrels/{split}.
+
+The whole output folder is built in a temporary sibling and renamed into place at the end,
+so a failure (a refused line, a broken download) never leaves some splits of a new build
+next to others of an old one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lead.config import resolve
+from lead.data import embedded, local, msmarco
+from lead.data.readers import Checks
+from lead.errors import ConfigError
+from lead.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+OUTPUTS = {"corpus.parquet", "queries", "qrels"}
+
+
+def default_cache_dir() -> Path:
+    """Downloads are shared by every experiment: $LEAD_CACHE, else ~/.cache/lead."""
+    return Path(os.environ.get("LEAD_CACHE") or Path.home() / ".cache" / "lead")
+
+
+def build_dataset(
+    settings: Mapping[str, Any], out_dir: str | Path, cache_dir: str | Path | None = None
+) -> None:
+    """Build the dataset described by the `dataset` config section into `out_dir`."""
+    settings = resolve("dataset", settings)
+    out_dir = Path(out_dir)
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    _check_replaceable(out_dir)
+    checks = Checks(settings["strict"])
+    source = settings["source"]
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        if source == "embedded":
+            embedded.build(settings, tmp)
+        elif source == "msmarco-passage":
+            msmarco.build_passage(settings, tmp, cache_dir, checks)
+        elif source == "msmarco-document":
+            msmarco.build_document(settings, tmp, cache_dir, checks)
+        elif source == "beir":
+            local.build_beir(settings, tmp, checks)
+        else:
+            local.build_files(settings, tmp, checks)
+        _check_eval_splits(tmp, settings)
+    checks.log_summary()
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    """Refuse to replace a folder holding anything the data stage did not write."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file, not a folder")
+    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in OUTPUTS)
+    if foreign:
+        raise ConfigError(
+            f"--out {out_dir} holds files the data stage does not write ({', '.join(foreign)}); "
+            "give it a folder of its own"
+        )
+
+
+def _check_eval_splits(out_dir: Path, settings: Mapping[str, Any]) -> None:
+    built = sorted(p.stem for p in (out_dir / "qrels").glob("*.parquet"))
+    missing = [split for split in settings["eval_splits"] if split not in built]
+    if missing:
+        raise ConfigError(
+            f"config key dataset.eval_splits names {missing}, which source "
+            f"{settings['source']!r} does not produce (it produces {built})"
+        )
