@@ -1,0 +1,314 @@
+"""Scoring, hand-checked: every expected value below is worked out in the comments."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from lead.__main__ import main
+from lead.errors import ConfigError, DataError, LeadError
+from lead.evaluate import compare, evaluate_run, export_trec, measure_name, rank_run
+from lead.io import read_provenance, read_table
+from lead.schemas import METRICS, PER_QUERY_METRICS, QRELS, RUN
+
+
+def make_run(rankings: dict[str, list[str]]) -> pd.DataFrame:
+    """Each query's docs in rank order, with strictly decreasing scores."""
+    rows = [
+        (query_id, doc_id, float(len(docs) - position))
+        for query_id, docs in rankings.items()
+        for position, doc_id in enumerate(docs)
+    ]
+    return pd.DataFrame(rows, columns=["query_id", "doc_id", "score"])
+
+
+def make_qrels(judgments: dict[str, dict[str, int]]) -> pd.DataFrame:
+    rows = [(q, d, grade) for q, docs in judgments.items() for d, grade in docs.items()]
+    return pd.DataFrame(rows, columns=["query_id", "doc_id", "relevance"])
+
+
+def scores(summary: pd.DataFrame) -> dict[str, float]:
+    return dict(zip(summary["measure"], summary["value"], strict=True))
+
+
+def per_query(table: pd.DataFrame, measure: str) -> dict[str, float]:
+    rows = table[table["measure"] == measure]
+    return dict(zip(rows["query_id"], rows["value"], strict=True))
+
+
+FILLER = [f"n{i:02d}" for i in range(20)]  # unjudged documents
+
+
+def test_rr_at_10_cuts_the_run_at_depth_10():
+    # q_late: its only relevant doc at rank 11 -> outside the top 10 -> RR@10 = 0,
+    #         though RR@20 (run cut at 20) sees it: 1/11.
+    # q_early: relevant doc at rank 3 -> RR@10 = 1/3.
+    run = make_run({"q_late": [*FILLER[:10], "rel", "n99"], "q_early": ["a", "b", "rel"]})
+    qrels = make_qrels({"q_late": {"rel": 1}, "q_early": {"rel": 1}})
+    summary, table = evaluate_run(run, qrels, measures=["RR@10", "RR@20"])
+    assert per_query(table, "RR@10") == {"q_early": pytest.approx(1 / 3), "q_late": 0.0}
+    assert per_query(table, "RR@20")["q_late"] == pytest.approx(1 / 11)
+    # mean over both queries: (1/3 + 0) / 2
+    assert scores(summary)["RR@10"] == pytest.approx((1 / 3 + 0) / 2)
+
+
+def test_ap_and_recall_are_computed_on_the_run_cut_at_their_depth():
+    # relevant docs r1 at rank 2, r2 at rank 8; a third relevant doc r3 never retrieved.
+    # AP@5: only r1 inside the cut: precision at rank 2 = 1/2; divided by all 3 relevant -> 1/6
+    # AP@1000: (1/2 + 2/8) / 3 = 0.75 / 3 = 0.25
+    # R@5 = 1/3 (r1), R@50 = 2/3 (r1, r2)
+    ranking = ["x1", "r1", "x2", "x3", "x4", "x5", "x6", "r2", "x7"]
+    run = make_run({"q": ranking})
+    qrels = make_qrels({"q": {"r1": 1, "r2": 1, "r3": 1}})
+    summary, _ = evaluate_run(run, qrels, measures=["AP@5", "AP@1000", "R@5", "R@50"])
+    assert scores(summary) == pytest.approx(
+        {"AP@5": 1 / 6, "AP@1000": 0.25, "R@5": 1 / 3, "R@50": 2 / 3}
+    )
+
+
+def test_judged_query_missing_from_run_counts_zero_and_unjudged_run_query_is_ignored():
+    # q1: relevant at rank 1 -> RR 1. q2: judged relevant, absent from the run -> 0.
+    # q3: only a grade-0 judgment -> not counted (documented rule).
+    # q4: in the run, not in the qrels -> ignored.
+    # mean RR@10 over {q1, q2} = (1 + 0) / 2 = 0.5
+    run = make_run({"q1": ["d1", "d2"], "q3": ["e1"], "q4": ["f1"]})
+    qrels = make_qrels({"q1": {"d1": 1}, "q2": {"d9": 1}, "q3": {"e1": 0}})
+    summary, table = evaluate_run(run, qrels, measures=["RR@10", "nDCG@10"])
+    assert sorted(table["query_id"].unique()) == ["q1", "q2"]
+    assert per_query(table, "RR@10") == {"q1": 1.0, "q2": 0.0}
+    assert scores(summary) == {"RR@10": 0.5, "nDCG@10": 0.5}
+
+
+# Ranking d2(1) d9(0) d1(3) dx(unjudged) d3(2): grades 1, 0, 3, -, 2 at ranks 1..5.
+GRADED_RUN = make_run({"q": ["d2", "d9", "d1", "dx", "d3"]})
+GRADED_QRELS = make_qrels({"q": {"d1": 3, "d2": 1, "d3": 2, "d9": 0}})
+# nDCG@10, gain = grade, discount log2(rank + 1):
+#   DCG  = 1/log2(2) + 3/log2(4) + 2/log2(6) = 1 + 1.5 + 0.77371 = 3.27371
+#   IDCG = 3/log2(2) + 2/log2(3) + 1/log2(4) = 3 + 1.26186 + 0.5 = 4.76186
+GRADED_NDCG = (1 + 3 / 2 + 2 / math.log2(6)) / (3 + 2 / math.log2(3) + 1 / 2)
+
+
+def test_ndcg_uses_graded_gains_with_log2_discount():
+    summary, _ = evaluate_run(GRADED_RUN, GRADED_QRELS, measures=["nDCG@10"])
+    assert scores(summary)["nDCG@10"] == pytest.approx(GRADED_NDCG)
+    assert scores(summary)["nDCG@10"] == pytest.approx(3.27371 / 4.76186, abs=1e-5)
+
+
+def test_relevance_level_two_drops_grade_one_from_binary_measures_only():
+    measures = ["RR@10", "AP@1000", "R@50", "nDCG@10"]
+    # level 1: relevant = d2 (rank 1), d1 (rank 3), d3 (rank 5)
+    #   RR = 1, AP = (1/1 + 2/3 + 3/5) / 3 = 0.75556, R@50 = 1
+    level_1, _ = evaluate_run(GRADED_RUN, GRADED_QRELS, relevance_level=1, measures=measures)
+    assert scores(level_1) == pytest.approx(
+        {"RR@10": 1.0, "AP@1000": (1 + 2 / 3 + 3 / 5) / 3, "R@50": 1.0, "nDCG@10": GRADED_NDCG}
+    )
+    # level 2: relevant = d1 (rank 3), d3 (rank 5); d2 (grade 1) no longer counts
+    #   RR = 1/3, AP = (1/3 + 2/5) / 2 = 0.36667, R@50 = 1; nDCG unchanged (graded)
+    level_2, _ = evaluate_run(GRADED_RUN, GRADED_QRELS, relevance_level=2, measures=measures)
+    assert scores(level_2) == pytest.approx(
+        {
+            "RR(rel=2)@10": 1 / 3,
+            "AP(rel=2)@1000": (1 / 3 + 2 / 5) / 2,
+            "R(rel=2)@50": 1.0,
+            "nDCG@10": GRADED_NDCG,
+        }
+    )
+    assert measure_name("AP@1000", 2) == "AP(rel=2)@1000"
+    assert measure_name("nDCG@10", 2) == "nDCG@10"
+
+
+def test_relevance_level_decides_which_queries_count():
+    # q_low has only grade-1 judgments: counted at level 1, not at level 2 (even for nDCG).
+    run = make_run({"q_high": ["h"], "q_low": ["l"]})
+    qrels = make_qrels({"q_high": {"h": 2}, "q_low": {"l": 1}})
+    _, level_1 = evaluate_run(run, qrels, relevance_level=1, measures=["nDCG@10"])
+    _, level_2 = evaluate_run(run, qrels, relevance_level=2, measures=["nDCG@10"])
+    assert sorted(level_1["query_id"]) == ["q_high", "q_low"]
+    assert level_2["query_id"].tolist() == ["q_high"]
+
+
+def test_equal_scores_break_by_doc_id_whatever_the_row_order():
+    # "b" (relevant) and "a" tie at 1.0 below "c" (2.0). Order: c, a, b (doc_id ascending
+    # among equals) -> relevant at rank 3 -> RR = 1/3. trec_eval alone would put b before a.
+    rows = [("q", "c", 2.0), ("q", "b", 1.0), ("q", "a", 1.0)]
+    qrels = make_qrels({"q": {"b": 1}})
+    results = []
+    for order in ([0, 1, 2], [2, 1, 0], [1, 0, 2]):
+        run = pd.DataFrame([rows[i] for i in order], columns=["query_id", "doc_id", "score"])
+        summary, _ = evaluate_run(run, qrels, measures=["RR@10"])
+        results.append(scores(summary)["RR@10"])
+        assert rank_run(run)["doc_id"].tolist() == ["c", "a", "b"]
+    assert results == pytest.approx([1 / 3] * 3)
+
+
+def test_rank_column_is_authoritative():
+    # Given ranks put b first despite the equal score: RR = 1.
+    run = pd.DataFrame(
+        {"query_id": ["q", "q"], "doc_id": ["a", "b"], "score": [1.0, 1.0], "rank": [2, 1]}
+    )
+    summary, _ = evaluate_run(run, make_qrels({"q": {"b": 1}}), measures=["RR@10"])
+    assert scores(summary)["RR@10"] == 1.0
+
+
+def write_parquet(frame: pd.DataFrame, path, schema: pa.Schema | None = None):
+    pq.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False), path)
+    return path
+
+
+def test_cli_round_trip_writes_the_three_files(tmp_path, capsys):
+    run = make_run({"q1": ["x", "r"], "q2": ["s"]})
+    run["rank"] = [1, 2, 1]
+    run_path = write_parquet(run[RUN.names], tmp_path / "run.parquet", RUN)
+    qrels_path = write_parquet(
+        make_qrels({"q1": {"r": 2}, "q2": {"s": 1}, "q3": {"t": 2}}), tmp_path / "q.parquet", QRELS
+    )
+    out = tmp_path / "metrics"
+    argv = ["evaluate", "--run", str(run_path), "--qrels", str(qrels_path), "--out", str(out),
+            "--relevance-level", "2", "--measures", "RR@10", "nDCG@10"]
+    assert main(argv) == 0
+    # level 2 counts q1 and q3 (q2 has grade 1 only). q1: RR = 1/2; q3 missing -> 0.
+    # nDCG@10 of q1: (2/log2(3)) / (2/log2(2)) = 1/log2(3) = 0.63093
+    summary = read_table(out / "summary.parquet", METRICS).to_pandas()
+    assert scores(summary) == pytest.approx(
+        {"RR(rel=2)@10": (1 / 2 + 0) / 2, "nDCG@10": (1 / math.log2(3) + 0) / 2}
+    )
+    per_q = read_table(out / "per_query.parquet", PER_QUERY_METRICS).to_pandas()
+    assert per_q["query_id"].tolist() == ["q1", "q1", "q3", "q3"]
+    markdown = (out / "summary.md").read_text()
+    assert "| RR(rel=2)@10 | 0.2500 |" in markdown and "2 judged queries" in markdown
+    assert read_provenance(out / "summary.parquet")["settings"]["relevance_level"] == 2
+    assert "RR(rel=2)@10\t0.2500" in capsys.readouterr().out
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporaries left
+    assert main([*argv[:6], str(tmp_path / "again"), *argv[7:]]) == 0
+    for name in ("summary.parquet", "per_query.parquet", "summary.md"):  # deterministic bytes
+        assert (out / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
+
+
+def test_export_trec_writes_tie_broken_ranks(tmp_path):
+    run = pd.DataFrame(
+        {"query_id": ["q2", "q1", "q1", "q1"], "doc_id": ["z", "b", "a", "c"],
+         "rank": pa.array([1, 3, 2, 1], pa.int32()), "score": [1.0, 2.5, 2.5, 3.25]}
+    )
+    run_path = write_parquet(run[RUN.names], tmp_path / "run.parquet", RUN)
+    out = tmp_path / "run.trec"
+    assert main(["export-trec", "--run", str(run_path), "--out", str(out), "--tag", "lead"]) == 0
+    assert out.read_text() == (
+        "q1 Q0 c 1 3.25 lead\n"
+        "q1 Q0 a 2 2.5 lead\n"
+        "q1 Q0 b 3 2.5 lead\n"
+        "q2 Q0 z 1 1 lead\n"
+    )
+    with pytest.raises(LeadError, match="tag"):
+        export_trec(run_path, tmp_path / "bad.trec", "two words")
+    spaced = pd.DataFrame({"query_id": ["q 1"], "doc_id": ["d"], "score": [1.0]})
+    with pytest.raises(DataError, match="whitespace"):
+        export_trec(spaced, tmp_path / "bad.trec", "lead")
+    assert not (tmp_path / "bad.trec").exists()
+
+
+def test_float32_scores_export_at_their_own_precision(tmp_path):
+    run = pd.DataFrame({"query_id": ["q"], "doc_id": ["d"], "score": [0.1], "rank": [1]})
+    run_path = write_parquet(run, tmp_path / "run.parquet", RUN)
+    export_trec(run_path, tmp_path / "run.trec", "t")
+    assert (tmp_path / "run.trec").read_text() == "q Q0 d 1 0.1 t\n"  # not 0.10000000149...
+
+
+def per_query_frame(values: list[float], measure: str = "nDCG@10") -> pd.DataFrame:
+    return pd.DataFrame(
+        {"query_id": [f"q{i}" for i in range(len(values))], "measure": measure, "value": values}
+    )
+
+
+def test_compare_identical_systems_gives_no_difference():
+    frame = per_query_frame([0.2, 0.5, 0.9, 0.4])
+    result = compare(frame, frame.sample(frac=1, random_state=1), "nDCG@10")
+    assert (result["delta"], result["p_ttest"], result["p_permutation"]) == (0.0, 1.0, 1.0)
+    assert result["n"] == 4
+
+
+def test_compare_known_p_values_and_direction():
+    base = [0.5, 0.1, 0.3, 0.2, 0.4]
+    better = [b + d for b, d in zip(base, [0.1, 0.2, 0.3, 0.4, 0.5], strict=True)]
+    result = compare(per_query_frame(better), per_query_frame(base), "nDCG@10")
+    # differences 0.1..0.5: mean 0.3, sd = sqrt((.04+.01+0+.01+.04)/4) = sqrt(.025)
+    # t = 0.3 / (sqrt(.025)/sqrt(5)) = 3*sqrt(2) = 4.2426 with 4 degrees of freedom.
+    # Student t CDF, 4 dof: F(t) = 1/2 + 3/8 * u * (1 - v/12), u = t/sqrt(1+t²/4), v = t²/(1+t²/4)
+    t = 3 * math.sqrt(2)
+    u, v = t / math.sqrt(1 + t * t / 4), t * t / (1 + t * t / 4)
+    p_two_sided = 2 * (1 - (0.5 + 3 / 8 * u * (1 - v / 12)))  # = 0.0132356
+    assert result["t_statistic"] == pytest.approx(t)
+    assert result["p_ttest"] == pytest.approx(p_two_sided)
+    assert result["p_ttest"] == pytest.approx(0.0132356, abs=1e-7)
+    # 5 queries -> all 2^5 = 32 sign flips enumerated; |mean| >= 0.3 only for all-plus and
+    # all-minus (any flipped subset S gives |1.5 - 2 sum(S)| < 1.5) -> p = 2/32
+    assert result["exact"] and result["p_permutation"] == pytest.approx(2 / 32)
+    assert result["delta"] == pytest.approx(0.3)
+    swapped = compare(per_query_frame(base), per_query_frame(better), "nDCG@10")
+    assert swapped["delta"] == pytest.approx(-0.3)
+    assert swapped["p_permutation"] == result["p_permutation"]
+
+
+def test_compare_sampled_permutations_are_seeded_and_deterministic():
+    # 20 queries -> 2^20 sign vectors > 10,000: sampled. All differences positive and distinct:
+    # only the all-plus/all-minus vectors (chance 2/2^20 each draw) reach the observed mean,
+    # so no draw hits it and p = (0 + 1) / (10,000 + 1).
+    base = [0.05 * i for i in range(20)]
+    better = [b + 0.01 * (i + 1) for i, b in enumerate(base)]
+    first = compare(per_query_frame(better), per_query_frame(base), "nDCG@10", seed=3)
+    again = compare(per_query_frame(better), per_query_frame(base), "nDCG@10", seed=3)
+    assert first == again
+    assert not first["exact"] and first["p_permutation"] == pytest.approx(1 / 10_001)
+
+
+def test_compare_cli_and_query_set_mismatch(tmp_path):
+    a = write_parquet(per_query_frame([0.5, 0.7, 0.9]), tmp_path / "a.parquet")
+    b = write_parquet(per_query_frame([0.5, 0.6, 0.8]), tmp_path / "b.parquet")
+    out = tmp_path / "cmp.parquet"
+    argv = ["compare", "--per-query", str(a), str(b), "--measure", "nDCG@10", "--out", str(out)]
+    assert main(argv) == 0
+    row = pq.read_table(out).to_pylist()[0]
+    assert row["n"] == 3 and row["delta"] == pytest.approx((0 + 0.1 + 0.1) / 3)
+    short = write_parquet(per_query_frame([0.5, 0.6]), tmp_path / "short.parquet")
+    with pytest.raises(DataError, match=r"short\.parquet.*'q2'"):
+        compare(a, short, "nDCG@10")
+    with pytest.raises(DataError, match="measure 'RR@10'"):
+        compare(a, b, "RR@10")
+
+
+def test_bad_runs_name_the_file_and_row(tmp_path):
+    qrels = make_qrels({"q": {"a": 1}})
+    no_score = write_parquet(pd.DataFrame({"query_id": ["q"], "doc_id": ["a"]}),
+                             tmp_path / "no_score.parquet")
+    with pytest.raises(DataError, match=r"no_score\.parquet \(column 'score'\): missing"):
+        evaluate_run(no_score, qrels)
+    text_score = pd.DataFrame({"query_id": ["q", "q"], "doc_id": ["a", "b"], "score": ["1", "x"]})
+    with pytest.raises(DataError, match=r"row 1, column 'score'.*'x' is not a finite number"):
+        evaluate_run(text_score, qrels)
+    duplicate = write_parquet(
+        pd.DataFrame({"query_id": ["q", "q", "q"], "doc_id": ["a", "b", "a"],
+                      "score": [3.0, 2.0, 1.0]}),
+        tmp_path / "dup.parquet",
+    )
+    with pytest.raises(DataError, match=r"dup\.parquet \(row 2\): duplicate .*'q', 'a'"):
+        evaluate_run(duplicate, qrels)
+
+
+def test_bad_qrels_and_settings_are_rejected(tmp_path, capsys):
+    run = make_run({"q": ["a"]})
+    graded = pd.DataFrame({"query_id": ["q"], "doc_id": ["a"], "relevance": [1.5]})
+    with pytest.raises(DataError, match=r"row 0, column 'relevance'.*not an integer"):
+        evaluate_run(run, graded)
+    with pytest.raises(DataError, match="no query has a document with relevance >= 2"):
+        evaluate_run(run, make_qrels({"q": {"a": 1}}), relevance_level=2)
+    with pytest.raises(ConfigError, match="unknown measure 'MRR@10'"):
+        evaluate_run(run, make_qrels({"q": {"a": 1}}), measures=["MRR@10"])
+    with pytest.raises(ConfigError, match="relevance level"):
+        evaluate_run(run, make_qrels({"q": {"a": 1}}), relevance_level=0)
+    missing = tmp_path / "absent.parquet"
+    argv = ["evaluate", "--run", str(missing), "--qrels", str(missing), "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "absent.parquet: file not found" in capsys.readouterr().err
