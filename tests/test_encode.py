@@ -1,0 +1,268 @@
+"""Encoding: schema, dtype, sharding, determinism, padding invariance, atomic failure."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from tiny_models import make_model, make_tokenizer, spread_weights
+
+from lead import encode as encode_module
+from lead.__main__ import main
+from lead.config import dumps, resolve
+from lead.encode import encode_file, encode_tokens, shard_rows
+from lead.errors import ConfigError, DataError
+from lead.io import write_table
+from lead.modeling import collate, load_encoder
+from lead.schemas import TOKENS, embeddings
+
+ROWS = 41
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run many tiny ops: on a busy machine one thread is far faster than two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("encode-model")
+    tokenizer = make_tokenizer(root / "tokenizer")
+    model = make_model(root / "model", tokenizer, pooling="mean", hidden=16, seed=3)
+    return spread_weights(model, seed=5, std=0.2)
+
+
+@pytest.fixture(scope="module")
+def tokens_path(tmp_path_factory, model_dir):
+    """ROWS rows of [CLS] random tokens [SEP], lengths 2..30, in three row groups."""
+    encoder = load_encoder(model_dir)
+    tokenizer = encoder.tokenizer
+    rng = np.random.default_rng(11)
+    first_word = len(tokenizer.all_special_ids)
+    rows = [
+        [
+            tokenizer.cls_token_id,
+            *rng.integers(first_word, len(tokenizer), size=int(rng.integers(0, 29))).tolist(),
+            tokenizer.sep_token_id,
+        ]
+        for _ in range(ROWS)
+    ]
+    table = pa.table({"id": [f"p{i:03d}" for i in range(ROWS)], "input_ids": rows}, TOKENS)
+    path = tmp_path_factory.mktemp("encode-tokens") / "tokens.parquet"
+    pq.write_table(table, path, row_group_size=15)  # several row groups, as tokenize writes
+    return path
+
+
+def settings(**overrides):
+    return resolve("encode", {"batch_size": 4, **overrides})
+
+
+def read_embeddings(path):
+    table = pq.read_table(path)
+    dim = table.schema.field("embedding").type.list_size
+    values = table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return table.column("id").to_pylist(), values.reshape(-1, dim).astype(np.float32)
+
+
+def one_by_one(model_dir, tokens_path, role="passage"):
+    """The reference: every row encoded alone, without any padding."""
+    encoder = load_encoder(model_dir).eval()
+    encode = encoder.encode_passage if role == "passage" else encoder.encode_query
+    rows = pq.read_table(tokens_path).column("input_ids").to_pylist()
+    with torch.inference_mode():
+        return np.stack(
+            [encode(collate([row], encoder.pad_id)).final[0].numpy() for row in rows]
+        )
+
+
+@pytest.fixture
+def small_windows(monkeypatch):
+    """Windows of 3 batches of 4 rows: the 41 rows span several sort windows."""
+    monkeypatch.setattr(encode_module, "SORT_WINDOW_BATCHES", 3)
+
+
+def test_encode_writes_embeddings_in_input_order_without_padding_effects(
+    model_dir, tokens_path, tmp_path, small_windows
+):
+    out = tmp_path / "emb.parquet"
+    written = encode_file(model_dir, tokens_path, "passage", out, settings())
+
+    assert written == ROWS
+    assert pq.read_schema(out).remove_metadata().equals(embeddings(16, "float32"))
+    ids, vectors = read_embeddings(out)
+    assert ids == [f"p{i:03d}" for i in range(ROWS)]
+    reference = one_by_one(model_dir, tokens_path)
+    np.testing.assert_allclose(vectors, reference, rtol=1e-4, atol=1e-5)
+    # The rows really differ, so the comparison above can fail.
+    assert np.linalg.norm(reference - reference[0], axis=1)[1:].min() > 1e-2
+
+
+def test_query_role_uses_the_query_encoder(model_dir, tokens_path, tmp_path):
+    out = tmp_path / "q.parquet"
+    encode_file(model_dir, tokens_path, "query", out, settings())
+    _, vectors = read_embeddings(out)
+    np.testing.assert_allclose(
+        vectors, one_by_one(model_dir, tokens_path, "query"), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_cpu_bf16_autocast_stays_close_to_fp32(model_dir, tokens_path, tmp_path):
+    full, autocast = tmp_path / "f32.parquet", tmp_path / "bf16.parquet"
+    encode_file(model_dir, tokens_path, "passage", full, settings())
+    encode_file(model_dir, tokens_path, "passage", autocast, settings(cpu_bf16=True))
+    a, b = read_embeddings(full)[1], read_embeddings(autocast)[1]
+    assert not np.array_equal(a, b)  # bf16 really ran
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() > 0.99
+
+
+def test_float16_output(model_dir, tokens_path, tmp_path):
+    full, half = tmp_path / "f32.parquet", tmp_path / "f16.parquet"
+    encode_file(model_dir, tokens_path, "passage", full, settings())
+    encode_file(model_dir, tokens_path, "passage", half, settings(dtype="float16"))
+    assert pq.read_schema(half).remove_metadata().equals(embeddings(16, "float16"))
+    np.testing.assert_allclose(
+        read_embeddings(half)[1], read_embeddings(full)[1], rtol=2e-3, atol=2e-3
+    )
+
+
+@pytest.mark.parametrize("num_rows", [0, 1, 7, 41, 1000])
+@pytest.mark.parametrize("num_shards", [1, 3, 8])
+def test_shard_rows_partition_the_rows(num_rows, num_shards):
+    bounds = [shard_rows(num_rows, shard, num_shards) for shard in range(num_shards)]
+    assert bounds[0][0] == 0 and bounds[-1][1] == num_rows
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
+    sizes = [stop - start for start, stop in bounds]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_shards_concatenate_to_the_unsharded_encoding(
+    model_dir, tokens_path, tmp_path, small_windows
+):
+    whole = tmp_path / "whole.parquet"
+    encode_file(model_dir, tokens_path, "passage", whole, settings())
+    parts = []
+    for shard in range(4):
+        out = tmp_path / f"shard{shard}.parquet"
+        encode_file(
+            model_dir, tokens_path, "passage", out, settings(), shard=shard, num_shards=4
+        )
+        parts.append(read_embeddings(out))
+    whole_ids, whole_vectors = read_embeddings(whole)
+    assert [len(ids) for ids, _ in parts] == [10, 10, 10, 11]
+    assert [i for ids, _ in parts for i in ids] == whole_ids
+    np.testing.assert_allclose(
+        np.concatenate([vectors for _, vectors in parts]), whole_vectors, rtol=1e-4, atol=1e-5
+    )
+
+
+def test_more_shards_than_rows_gives_empty_shards(model_dir, tokens_path, tmp_path):
+    out = tmp_path / "empty.parquet"
+    assert encode_file(model_dir, tokens_path, "passage", out, settings(), shard=0,
+                       num_shards=ROWS + 1) == 0
+    assert pq.read_metadata(out).num_rows == 0
+    assert pq.read_schema(out).remove_metadata().equals(embeddings(16, "float32"))
+
+
+def test_encoding_is_byte_deterministic(model_dir, tokens_path, tmp_path):
+    first, second = tmp_path / "1.parquet", tmp_path / "2.parquet"
+    for out in (first, second):
+        encode_file(model_dir, tokens_path, "passage", out, settings(), shard=1, num_shards=2)
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_a_killed_job_leaves_nothing_and_its_rerun_succeeds(model_dir, tokens_path, tmp_path):
+    out = tmp_path / "shard1.parquet"
+    encoder = load_encoder(model_dir).eval()
+    calls = 0
+
+    def embed_then_die(rows):
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise KeyboardInterrupt  # what a killed job looks like from inside
+        with torch.inference_mode():
+            return encoder.encode_passage(collate(rows, encoder.pad_id)).final.numpy()
+
+    with pytest.raises(KeyboardInterrupt):
+        encode_tokens(
+            tokens_path, out, embed_then_die, 16, batch_size=2, shard=1, num_shards=2
+        )
+    assert list(tmp_path.iterdir()) == []
+
+    encode_file(model_dir, tokens_path, "passage", out, settings(), shard=1, num_shards=2)
+    clean = tmp_path / "clean.parquet"
+    encode_file(model_dir, tokens_path, "passage", clean, settings(), shard=1, num_shards=2)
+    assert out.read_bytes() == clean.read_bytes()
+
+
+def test_cli_encodes_one_shard(model_dir, tokens_path, tmp_path):
+    out = tmp_path / "cli.parquet"
+    status = main([
+        "encode", "--model", str(model_dir), "--tokens", str(tokens_path), "--role", "passage",
+        "--out", str(out), "--shard", "2", "--settings", dumps({"shards": 3, "dtype": "float16"}),
+    ])
+    assert status == 0
+    ids, _ = read_embeddings(out)
+    assert ids == [f"p{i:03d}" for i in range(ROWS * 2 // 3, ROWS)]
+    assert pq.read_schema(out).field("embedding").type.value_type == pa.float16()
+
+
+def test_cli_reports_bad_shard(model_dir, tokens_path, tmp_path, capsys):
+    status = main([
+        "encode", "--model", str(model_dir), "--tokens", str(tokens_path), "--role", "passage",
+        "--out", str(tmp_path / "x.parquet"), "--shard", "3", "--num-shards", "3",
+    ])
+    assert status == 2
+    assert "shard 3 of 3" in capsys.readouterr().err
+    assert not (tmp_path / "x.parquet").exists()
+
+
+@pytest.mark.parametrize("kind", ["colbert", "cross"])
+def test_only_dual_encoders_are_encoded(kind, tmp_path, tokens_path):
+    tokenizer = make_tokenizer(tmp_path / "tok")
+    model = make_model(tmp_path / kind, tokenizer, kind=kind, hidden=8)
+    with pytest.raises(ConfigError, match=f"is a {kind} model: only dual encoders"):
+        encode_file(model, tokens_path, "passage", tmp_path / "out.parquet", settings())
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([[2, 6, 3], []], r"row 1, id 'b'\): input_ids is null or empty"),
+        ([[2, 6, 3], [2, 100000, 3]], r"row 1, id 'b'\): token id 100000 is outside"),
+    ],
+)
+def test_bad_token_rows_name_file_and_row(model_dir, tmp_path, rows, message):
+    tokens = tmp_path / "bad.parquet"
+    write_table(pa.table({"id": ["a", "b"], "input_ids": rows}, TOKENS), tokens)
+    out = tmp_path / "out.parquet"
+    with pytest.raises(DataError, match=r"bad\.parquet \(" + message):
+        encode_file(model_dir, tokens, "passage", out, settings())
+    assert not out.exists()
+
+
+def test_empty_or_wrong_tokens_files_are_data_errors(model_dir, tmp_path):
+    empty = tmp_path / "empty.parquet"
+    write_table(TOKENS.empty_table(), empty)
+    with pytest.raises(DataError, match=r"empty\.parquet: no rows to encode"):
+        encode_file(model_dir, empty, "passage", tmp_path / "o.parquet", settings())
+    corpus = tmp_path / "corpus.parquet"
+    write_table(pa.table({"doc_id": ["a"], "text": ["hello"]}), corpus)
+    with pytest.raises(DataError, match=r"corpus\.parquet \(column 'id'\)"):
+        encode_file(model_dir, corpus, "passage", tmp_path / "o.parquet", settings())
+    garbage = tmp_path / "garbage.parquet"
+    garbage.write_text("id,input_ids\n")
+    with pytest.raises(DataError, match=r"garbage\.parquet: not a parquet file"):
+        encode_file(model_dir, garbage, "passage", tmp_path / "o.parquet", settings())
+    with pytest.raises(DataError, match=r"nothing\.parquet: file not found"):
+        encode_file(model_dir, tmp_path / "nothing.parquet", "passage", tmp_path / "o.parquet",
+                    settings())
