@@ -1,0 +1,244 @@
+"""Encoders: what "layer i" means for each model kind, padding, heads, saving and loading."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from tiny_models import TEXTS, batch, make_model, make_tokenizer, spread_weights
+
+from lead.errors import ConfigError
+from lead.modeling import collate, load_encoder
+from lead.modeling.encoders import join_pairs, maxsim
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    return make_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer")
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory, tokenizer):
+    root = tmp_path_factory.mktemp("models")
+    dirs = {
+        "dual": make_model(root / "dual", tokenizer, layers=3),
+        "mean": make_model(root / "mean", tokenizer, layers=2, pooling="mean"),
+        "towers": make_model(root / "towers", tokenizer, shared_towers=False, pooling="mean"),
+        "colbert": make_model(root / "colbert", tokenizer, kind="colbert", layers=3),
+        "cross": make_model(root / "cross", tokenizer, kind="cross", layers=3),
+    }
+    for seed, path in enumerate(dirs.values()):
+        spread_weights(path, seed)
+    return dirs
+
+
+def hidden_states(backbone, inputs):
+    with torch.no_grad():
+        return backbone(**inputs, output_hidden_states=True).hidden_states
+
+
+def test_collate_pads_to_the_longest_row():
+    padded = collate([[5, 6, 7], [8]], pad_id=0)
+    assert padded["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert padded["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    with pytest.raises(ValueError, match="no empty row"):
+        collate([[5], []], pad_id=0)
+
+
+def test_dual_layer_i_is_the_pooled_output_of_block_i(model_dirs):
+    encoder = load_encoder(model_dirs["dual"]).eval()
+    assert (encoder.num_layers, encoder.hidden_size) == (3, 16)  # from the config
+    inputs = batch(encoder, TEXTS[:3])
+    states = hidden_states(encoder.backbone, inputs)  # [embeddings, block 1, block 2, block 3]
+    with torch.no_grad():
+        reps = encoder.encode_passage(inputs, layers=[1, 2, 3])
+    for i in (1, 2, 3):
+        torch.testing.assert_close(reps.layers[i], states[i][:, 0])
+    torch.testing.assert_close(reps.final, states[3][:, 0])
+    with pytest.raises(ConfigError, match=r"layer 0 does not exist.*embedding output"):
+        encoder.encode_query(inputs, layers=[0])
+    with pytest.raises(ConfigError, match=r"layer 4 does not exist: .*blocks 1\.\.3"):
+        encoder.encode_query(inputs, layers=[4])
+
+
+def test_dual_scores_are_plain_dot_products(model_dirs):
+    encoder = load_encoder(model_dirs["dual"]).eval()
+    with torch.no_grad():
+        q = encoder.encode_query(batch(encoder, TEXTS[:2])).final
+        p = encoder.encode_passage(batch(encoder, TEXTS[2:5])).final
+        scores = encoder.compute_similarity(q, p)
+    assert scores.shape == (2, 3)
+    assert scores[1, 2].item() == pytest.approx(float(q[1] @ p[2]), rel=1e-6)
+    assert q.norm(dim=-1).sub(1).abs().max() > 0.1  # not normalised
+
+
+def test_mean_pooling_averages_real_tokens_only(model_dirs):
+    encoder = load_encoder(model_dirs["mean"]).eval()
+    inputs = batch(encoder, [TEXTS[0], TEXTS[2] + " " + TEXTS[3]])  # row 0 is padded
+    with torch.no_grad():
+        reps = encoder.encode_passage(inputs, layers=[1])
+        alone = encoder.encode_passage(batch(encoder, [TEXTS[0]]), layers=[1])
+    length = int(inputs["attention_mask"][0].sum())
+    states = hidden_states(encoder.backbone, inputs)
+    torch.testing.assert_close(reps.layers[1][0], states[1][0, :length].mean(dim=0))
+    torch.testing.assert_close(reps.final[0], alone.final[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(reps.layers[1][0], alone.layers[1][0], atol=1e-5, rtol=1e-5)
+
+
+def test_separate_towers_encode_queries_with_their_own_weights(model_dirs, tmp_path):
+    encoder = load_encoder(model_dirs["towers"]).eval()
+    assert encoder.query_backbone is not None
+    with torch.no_grad():
+        encoder.query_backbone.embeddings.word_embeddings.weight.mul_(-1.0)
+    inputs = batch(encoder, TEXTS[:2])
+    with torch.no_grad():
+        query = encoder.encode_query(inputs).final
+        passage = encoder.encode_passage(inputs).final
+    assert not torch.allclose(query, passage)
+    encoder.save(tmp_path / "towers")
+    assert not (tmp_path / "towers" / "modules.json").exists()  # not one sentence-transformer
+    reloaded = load_encoder(tmp_path / "towers").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.encode_query(inputs).final, query)
+        torch.testing.assert_close(reloaded.encode_passage(inputs).final, passage)
+
+
+def test_maxsim_by_hand():
+    # query tokens (1, 0) and (0, 1), then a padding token (5, 5)
+    # passage tokens (1, 0) and (0.5, 0.5), then a padding token (9, 9)
+    q = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]]])
+    p = torch.tensor([[[1.0, 0.0], [0.5, 0.5], [9.0, 9.0]]])
+    q_mask, p_mask = torch.tensor([[1, 1, 0]]), torch.tensor([[1, 1, 0]])
+    # token 1: max(1, 0.5) = 1; token 2: max(0, 0.5) = 0.5; padding adds nothing -> 1.5
+    assert maxsim(q, p, q_mask, p_mask).item() == pytest.approx(1.5)
+    # unmasked, the padding would win: (1,0)->9, (0,1)->9, (5,5)->90
+    assert maxsim(q, p, torch.ones(1, 3), torch.ones(1, 3)).item() == pytest.approx(108.0)
+
+
+def test_colbert_final_tokens_are_projected_and_normalised_intermediate_raw(model_dirs):
+    encoder = load_encoder(model_dirs["colbert"]).eval()
+    inputs = batch(encoder, TEXTS[:3])
+    with torch.no_grad():
+        reps = encoder.encode_passage(inputs, layers=[1, 3])
+    states = hidden_states(encoder.backbone, inputs)
+    assert reps.final.shape[-1] == 8  # colbert_dim
+    torch.testing.assert_close(reps.final.norm(dim=-1), torch.ones(reps.final.shape[:2]))
+    torch.testing.assert_close(reps.layers[1], states[1])  # raw, hidden size 16
+    torch.testing.assert_close(reps.layers[3], reps.final)  # the last block is the final layer
+    assert torch.equal(reps.mask, inputs["attention_mask"])
+
+
+def test_colbert_padding_does_not_change_a_score(model_dirs):
+    encoder = load_encoder(model_dirs["colbert"]).eval()
+    query = batch(encoder, [TEXTS[1]])
+    short = batch(encoder, [TEXTS[4]])
+    # the same passage next to a much longer one: 20 padding tokens more
+    padded = batch(encoder, [TEXTS[4], " ".join(TEXTS[:3])])
+    assert padded["input_ids"].shape[1] > short["input_ids"].shape[1] + 10
+    with torch.no_grad():
+        alone, _ = encoder.score_groups(query, short, 1, layers=[])
+        q = encoder.encode_query(query, layers=[2])
+        p = encoder.encode_passage(padded, layers=[2])
+        p_short = encoder.encode_passage(short, layers=[2])
+        both = encoder.compute_similarity(q.final, p.final, q.mask, p.mask)
+        layer_short = encoder.compute_similarity(q.layers[2], p_short.layers[2], q.mask,
+                                                 p_short.mask)
+        layer_padded = encoder.compute_similarity(q.layers[2], p.layers[2], q.mask, p.mask)
+    torch.testing.assert_close(both[0, 0], alone[0, 0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(layer_padded[0, 0], layer_short[0, 0], atol=1e-4, rtol=1e-5)
+
+
+def test_cross_inputs_join_query_and_passage_with_token_types():
+    queries = {"input_ids": torch.tensor([[2, 10, 3]]), "attention_mask": torch.ones(1, 3)}
+    passages = {
+        "input_ids": torch.tensor([[2, 20, 21, 3], [2, 30, 3, 0]]),
+        "attention_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]),
+    }
+    pairs = join_pairs(queries, passages, group_size=2, pad_id=0)
+    assert pairs["input_ids"].tolist() == [[2, 10, 3, 20, 21, 3], [2, 10, 3, 30, 3, 0]]
+    assert pairs["token_type_ids"].tolist() == [[0, 0, 0, 1, 1, 1], [0, 0, 0, 1, 1, 0]]
+    assert pairs["attention_mask"].tolist() == [[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0]]
+    # too long for the model: passage tokens go, the final [SEP] stays
+    cut = join_pairs(queries, passages, group_size=2, pad_id=0, max_length=5)
+    assert cut["input_ids"][0].tolist() == [2, 10, 3, 20, 3]
+
+
+def test_cross_scores_every_layer_with_the_final_head(model_dirs):
+    encoder = load_encoder(model_dirs["cross"]).eval()
+    queries = batch(encoder, TEXTS[:2])
+    passages = batch(encoder, TEXTS[2:8])  # groups of 3
+    with torch.no_grad():
+        final, layers = encoder.score_groups(queries, passages, 3, layers=[1, 2])
+    states = hidden_states(encoder.backbone, join_pairs(queries, passages, 3, encoder.pad_id))
+    head = encoder.head
+    with torch.no_grad():
+        for i in (1, 2):
+            torch.testing.assert_close(layers[i], head(states[i][:, 0]).view(2, 3))
+        torch.testing.assert_close(final, head(states[3][:, 0]).view(2, 3))
+        head.bias.add_(1.0)  # one head for every layer: moving it moves every layer's scores
+        moved_final, moved = encoder.score_groups(queries, passages, 3, layers=[1, 2])
+    torch.testing.assert_close(moved[1], layers[1] + 1.0)
+    torch.testing.assert_close(moved_final, final + 1.0)
+    with pytest.raises(ConfigError, match="cross model has no query or passage representation"):
+        encoder.encode_query(queries)
+
+
+@pytest.mark.parametrize("name", ["dual", "colbert", "cross"])
+def test_save_and_load_give_the_same_model(model_dirs, tmp_path, name):
+    encoder = load_encoder(model_dirs[name]).eval()
+    encoder.save(tmp_path / "copy")
+    reloaded = load_encoder(tmp_path / "copy").eval()
+    spec = json.loads((tmp_path / "copy" / "lead.json").read_text())
+    assert spec["kind"] == name
+    assert set(spec) == {"kind", "pooling", "shared_towers", "query_max_length",
+                         "passage_max_length", "colbert_dim"}
+    queries, passages = batch(encoder, TEXTS[:2]), batch(encoder, TEXTS[2:6])
+    with torch.no_grad():
+        before = encoder.score_groups(queries, passages, 2, layers=[1])
+        after = reloaded.score_groups(queries, passages, 2, layers=[1])
+    torch.testing.assert_close(after[0], before[0])
+    torch.testing.assert_close(after[1][1], before[1][1])
+    saved = {p.name: p.read_bytes() for p in (tmp_path / "copy").glob("*.safetensors")}
+    reloaded.save(tmp_path / "again")
+    assert saved == {p.name: p.read_bytes() for p in (tmp_path / "again").glob("*.safetensors")}
+
+
+@pytest.mark.parametrize("name", ["dual", "mean"])
+def test_sentence_transformers_loads_the_dual_encoder_with_its_pooling(model_dirs, name):
+    from sentence_transformers import SentenceTransformer
+
+    encoder = load_encoder(model_dirs[name]).eval()
+    pooling = json.loads((model_dirs[name] / "1_Pooling" / "config.json").read_text())
+    assert pooling["pooling_mode_cls_token"] == (encoder.spec.pooling == "cls")
+    assert pooling["pooling_mode_mean_tokens"] == (encoder.spec.pooling == "mean")
+    model = SentenceTransformer(str(model_dirs[name]), device="cpu")
+    theirs = model.encode(TEXTS, convert_to_tensor=True)
+    with torch.no_grad():
+        ours = encoder.encode_passage(batch(encoder, TEXTS)).final
+    torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=1e-5)
+
+
+def test_loading_a_broken_directory_names_what_is_missing(model_dirs, tmp_path):
+    with pytest.raises(ConfigError, match="model directory not found"):
+        load_encoder(tmp_path / "nothing")
+    for missing, message in [
+        ("lead.json", "lead.json: missing"),
+        ("config.json", "config.json: missing"),
+        ("lead_head.safetensors", "lead_head.safetensors: missing"),
+    ]:
+        broken = shutil.copytree(model_dirs["colbert"], tmp_path / missing)
+        (broken / missing).unlink()
+        with pytest.raises(ConfigError, match=message) as error:
+            load_encoder(broken)
+        assert str(broken) in str(error.value)
+    broken = shutil.copytree(model_dirs["dual"], tmp_path / "no-tokenizer")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (broken / name).unlink()
+    with pytest.raises(ConfigError, match="no tokenizer") as error:
+        load_encoder(broken)
+    assert str(broken) in str(error.value)
+    (tmp_path / "lead.json" / "lead.json").write_text('{"kind": "dual", "colour": 1}')
+    with pytest.raises(ConfigError, match="not a valid lead model description"):
+        load_encoder(tmp_path / "lead.json")

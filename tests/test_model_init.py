@@ -1,0 +1,125 @@
+"""`init-model`: packaged MiniLM, a subset of its blocks, a new vocabulary, random models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny_models import make_tokenizer
+
+from lead.__main__ import main
+from lead.errors import ConfigError
+from lead.modeling import collate, load_encoder
+from lead.modeling.init import init_model, source_dir
+
+RANDOM = {
+    "init": "random",
+    "architecture": {"num_hidden_layers": 3, "hidden_size": 16, "intermediate_size": 32},
+}
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    return make_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer", vocab_size=100)
+
+
+@pytest.fixture(scope="module")
+def minilm_blocks_0_2_4(tmp_path_factory, tokenizer):
+    """MiniLM's blocks 0, 2, 4 with a trained tokenizer's vocabulary (a small directory)."""
+    settings = {"init": "package:minilm", "pooling": "mean", "keep_layers": [0, 2, 4]}
+    return init_model(settings, tmp_path_factory.mktemp("m") / "student", tokenizer_dir=tokenizer,
+                      seed=5)
+
+
+def test_packaged_minilm_is_found_through_its_python_package():
+    directory = source_dir("package:minilm")
+    assert (directory / "config.json").is_file() and directory.name == "model"
+    with pytest.raises(ConfigError, match=r"package:bert.*known: package:minilm"):
+        source_dir("package:bert")
+
+
+def test_keep_layers_copies_the_chosen_minilm_blocks(minilm_blocks_0_2_4):
+    student = load_encoder(minilm_blocks_0_2_4)
+    assert (student.num_layers, student.hidden_size) == (3, 384)
+    assert json.loads((minilm_blocks_0_2_4 / "config.json").read_text())["num_hidden_layers"] == 3
+    original = load_file(source_dir("package:minilm") / "model.safetensors")
+    ours = load_file(minilm_blocks_0_2_4 / "model.safetensors")
+    weight = "encoder.layer.{}.attention.self.query.weight"
+    prefix = "" if weight.format(0) in original else "bert."
+    for new, old in enumerate([0, 2, 4]):
+        torch.testing.assert_close(ours[weight.format(new)], original[prefix + weight.format(old)])
+    assert weight.format(3) not in ours
+
+
+def test_a_trained_tokenizer_replaces_the_vocabulary_deterministically(
+    minilm_blocks_0_2_4, tokenizer, tmp_path
+):
+    student = load_encoder(minilm_blocks_0_2_4)
+    assert len(student.tokenizer) == 100
+    assert student.backbone.get_input_embeddings().weight.shape == (100, 384)
+    assert student.pad_id == 0 and student.backbone.config.pad_token_id == 0
+    settings = {"init": "package:minilm", "pooling": "mean", "keep_layers": [0, 2, 4]}
+    again = init_model(settings, tmp_path / "again", tokenizer_dir=tokenizer, seed=5)
+    other = init_model(settings, tmp_path / "other", tokenizer_dir=tokenizer, seed=6)
+    weights = (minilm_blocks_0_2_4 / "model.safetensors").read_bytes()
+    assert (again / "model.safetensors").read_bytes() == weights
+    assert (other / "model.safetensors").read_bytes() != weights
+    new, different = load_file(again / "model.safetensors"), load_file(other / "model.safetensors")
+    word = "embeddings.word_embeddings.weight"
+    assert not torch.equal(new[word], different[word])  # the seed draws the new embeddings
+    block = "encoder.layer.1.output.dense.weight"
+    assert torch.equal(new[block], different[block])  # the blocks stay pretrained
+
+
+def test_random_model_takes_the_tokenizer_vocabulary_and_the_seed(tokenizer, tmp_path):
+    first = init_model({**RANDOM, "kind": "colbert"}, tmp_path / "a", tokenizer_dir=tokenizer)
+    second = init_model({**RANDOM, "kind": "colbert"}, tmp_path / "b", tokenizer_dir=tokenizer)
+    model = load_encoder(first)
+    assert (model.num_layers, model.hidden_size, len(model.tokenizer)) == (3, 16, 100)
+    assert model.backbone.config.vocab_size == 100
+    for name in ("model.safetensors", "lead_head.safetensors", "tokenizer.json", "lead.json"):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("model_type", ["distilbert", "mpnet"])
+def test_random_models_of_other_architectures_build_and_encode(tokenizer, tmp_path, model_type):
+    settings = {**RANDOM, "architecture": {**RANDOM["architecture"], "model_type": model_type}}
+    model = load_encoder(init_model(settings, tmp_path / model_type, tokenizer_dir=tokenizer))
+    assert model.num_layers == 3
+    ids = model.tokenizer(["dense retrieval", "a small student learns"])["input_ids"]
+    reps = model.encode_passage(collate(ids, model.pad_id), layers=[2])
+    assert reps.final.shape == reps.layers[2].shape == (2, 16)
+
+
+def test_bad_initialisations_are_named(tokenizer, tmp_path):
+    with pytest.raises(ConfigError, match="'random' needs a tokenizer"):
+        init_model(RANDOM, tmp_path / "x")
+    with pytest.raises(ConfigError, match=r"nowhere/config\.json not found"):
+        init_model({"init": str(tmp_path / "nowhere")}, tmp_path / "x")
+    with pytest.raises(ConfigError, match=r"keep_layers \[6\] outside the model's blocks 0..5"):
+        init_model({"init": "package:minilm", "keep_layers": [0, 6]}, tmp_path / "x")
+    with pytest.raises(ConfigError, match="increasing, without repeats"):
+        init_model({**RANDOM, "keep_layers": [1, 0]}, tmp_path / "x", tokenizer_dir=tokenizer)
+    with pytest.raises(ConfigError, match="not a multiple of num_attention_heads"):
+        bad = {"init": "random", "architecture": {"hidden_size": 15, "num_attention_heads": 2}}
+        init_model(bad, tmp_path / "x", tokenizer_dir=tokenizer)
+    with pytest.raises(ConfigError, match=r"model\.kind"):
+        init_model({**RANDOM, "kind": "sparse"}, tmp_path / "x", tokenizer_dir=tokenizer)
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_writes_a_model_directory(tokenizer, tmp_path, capsys):
+    settings = json.dumps({**RANDOM, "pooling": "mean", "keep_layers": [0, 2]})
+    out = tmp_path / "model"
+    argv = ["init-model", "--settings", settings, "--out", str(out), "--tokenizer",
+            str(tokenizer), "--seed", "3"]
+    assert main(argv) == 0
+    model = load_encoder(out)
+    assert (model.num_layers, model.spec.pooling) == (2, "mean")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
+    missing_tokenizer = ["init-model", "--settings", '{"init": "random"}', "--out", str(out)]
+    assert main(missing_tokenizer) == 2
+    assert "needs a tokenizer" in capsys.readouterr().err
+    assert load_encoder(out).num_layers == 2  # a failed run leaves the old directory intact
