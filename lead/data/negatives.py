@@ -1,0 +1,311 @@
+"""Training groups: each training query's positives and its hard negatives, best first (GROUPS).
+
+Three sources: BM25 over the corpus (bm25s), a qidpidtriples-style file, or a run mined by a
+trained dense retriever (the paper's recipe). Every source follows one rule: candidates in rank
+order, every positive removed, duplicates removed, the first `depth` kept. Ids are compared as
+strings: the original release compared a string with an integer, so "7" never matched 7 and
+gold passages stayed among the negatives.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lead import schemas
+from lead.errors import DataError
+from lead.io import iter_batches, provenance, read_table, write_table
+
+log = logging.getLogger(__name__)
+BM25_STOPWORDS = "en"
+
+
+@dataclass(frozen=True)
+class GroupCounts:
+    """What a negatives run kept and dropped (also stored in the artifact's provenance)."""
+
+    groups: int
+    without_positive: int
+    without_negatives: int
+
+
+def read_positives(qrels: str | Path) -> dict[str, list[str]]:
+    """Each judged query's relevant passages (relevance > 0), sorted, in qrels order."""
+    table = read_table(qrels, schemas.QRELS)
+    table = table.filter(pc.greater(table.column("relevance"), 0))
+    positives: dict[str, set[str]] = {}
+    for query_id, doc_id in zip(
+        table.column("query_id").to_pylist(), table.column("doc_id").to_pylist(), strict=True
+    ):
+        positives.setdefault(query_id, set()).add(doc_id)
+    return {query_id: sorted(docs) for query_id, docs in positives.items()}
+
+
+def first_negatives(candidates: Iterable[str], positives: Iterable[str], depth: int | None):
+    """The first `depth` distinct candidates that are not positives, in candidate order."""
+    excluded = set(positives)
+    negatives: list[str] = []
+    for doc_id in candidates:
+        if doc_id not in excluded:
+            excluded.add(doc_id)
+            negatives.append(doc_id)
+            if len(negatives) == depth:
+                break
+    return negatives
+
+
+def _write_groups(
+    out: str | Path,
+    groups: list[tuple[str, list[str], list[str]]],
+    counts: GroupCounts,
+    settings: dict[str, Any],
+) -> GroupCounts:
+    query_ids, positives, negatives = zip(*groups, strict=True) if groups else ((), (), ())
+    table = pa.table(
+        [pa.array(query_ids, pa.string()), pa.array(positives, pa.list_(pa.string())),
+         pa.array(negatives, pa.list_(pa.string()))],
+        schema=schemas.GROUPS,
+    )
+    write_table(table, out, provenance("negatives", settings, counts=asdict(counts)))
+    return counts
+
+
+def _assemble(
+    ranked: Iterable[tuple[str, list[str]]],
+    positives: dict[str, list[str]],
+    depth: int | None,
+    *,
+    source: Path,
+    strict: bool,
+) -> tuple[list[tuple[str, list[str], list[str]]], GroupCounts]:
+    """Groups from (query, candidates in rank order), dropping and counting the unusable.
+
+    A query with no positive cannot be trained on (a DataError when `strict`); one with no
+    negative left would be an empty group, which training refuses.
+    """
+    groups, without_positive, without_negatives = [], [], 0
+    for query_id, candidates in ranked:
+        if query_id not in positives:
+            without_positive.append(query_id)
+            continue
+        negatives = first_negatives(candidates, positives[query_id], depth)
+        if negatives:
+            groups.append((query_id, positives[query_id], negatives))
+        else:
+            without_negatives += 1
+    if without_positive:
+        message = f"{len(without_positive)} queries have no positive in the qrels"
+        if strict:
+            raise DataError(source, f"query {without_positive[0]!r}", f"{message}; e.g. this one")
+        log.warning("%s: %s; dropped", source, message)
+    if without_negatives:
+        log.warning("%s: %d queries have no negative left after removing their positives; "
+                    "dropped", source, without_negatives)
+    return groups, GroupCounts(len(groups), len(without_positive), without_negatives)
+
+
+# --- BM25 -----------------------------------------------------------------------------------
+
+
+def _bm25_index(corpus: Path, k1: float, b: float):
+    """A bm25s index of `title text`, and the doc ids in index order."""
+    import bm25s
+    from bm25s.tokenization import Tokenizer
+
+    # No stemmer: PyStemmer is not a dependency, and scores must not depend on what else is
+    # installed.
+    tokenizer = Tokenizer(lower=True, stopwords=BM25_STOPWORDS, stemmer=None)
+    doc_ids: list[pa.Array] = []
+    token_ids: list[list[int]] = []
+    for batch in iter_batches(corpus, schemas.CORPUS):
+        titles = pc.fill_null(batch.column("title"), "")
+        texts = pc.binary_join_element_wise(titles, pc.fill_null(batch.column("text"), ""), " ")
+        token_ids.extend(tokenizer.tokenize(
+            texts.to_pylist(), update_vocab=True, return_as="ids", show_progress=False,
+            allow_empty=False,
+        ))
+        doc_ids.append(batch.column("doc_id"))
+    retriever = bm25s.BM25(k1=k1, b=b)
+    retriever.index((token_ids, tokenizer.get_vocab_dict()), create_empty_token=False,
+                    show_progress=False)
+    ids = pa.chunked_array(doc_ids, pa.string()).to_numpy(zero_copy_only=False)
+    return tokenizer, retriever, ids
+
+
+def top_indices(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the `k` best positive scores, score descending then index ascending.
+
+    Unlike a plain argpartition, ties are broken the same way every time, and passages that
+    share no term with the query (score 0) are never 'retrieved'.
+    """
+    hits = np.flatnonzero(scores > 0)
+    hit_scores = scores[hits]
+    if len(hits) > k:
+        kth = np.partition(hit_scores, len(hits) - k)[len(hits) - k]
+        keep = hit_scores >= kth
+        hits, hit_scores = hits[keep], hit_scores[keep]
+    return hits[np.lexsort((hits, -hit_scores))[:k]]
+
+
+def bm25_groups(
+    corpus: str | Path,
+    queries: str | Path,
+    qrels: str | Path,
+    out: str | Path,
+    *,
+    depth: int,
+    retrieve_depth: int,
+    k1: float,
+    b: float,
+    strict: bool = False,
+) -> GroupCounts:
+    """BM25 hard negatives: the top `retrieve_depth` per training query, positives removed,
+    the first `depth` kept. Groups follow the queries file's order."""
+    positives = read_positives(qrels)
+    query_table = read_table(queries, schemas.QUERIES)
+    tokenizer, retriever, doc_ids = _bm25_index(Path(corpus), k1, b)
+    query_ids = query_table.column("query_id").to_pylist()
+    texts = pc.fill_null(query_table.column("text"), "").to_pylist()
+    query_tokens = tokenizer.tokenize(
+        texts, update_vocab=False, return_as="ids", show_progress=False, allow_empty=False
+    )
+
+    def ranked() -> Iterator[tuple[str, list[str]]]:
+        for query_id, tokens in zip(query_ids, query_tokens, strict=True):
+            if query_id not in positives or not tokens:
+                yield query_id, []
+                continue
+            scores = retriever.get_scores(tokens)
+            yield query_id, doc_ids[top_indices(scores, retrieve_depth)].tolist()
+
+    groups, counts = _assemble(ranked(), positives, depth, source=Path(queries), strict=strict)
+    settings = {"source": "bm25", "depth": depth, "retrieve_depth": retrieve_depth,
+                "bm25": {"k1": k1, "b": b, "stopwords": BM25_STOPWORDS, "stemmer": None}}
+    return _write_groups(out, groups, counts, settings)
+
+
+# --- qidpidtriples --------------------------------------------------------------------------
+
+
+def _open(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+
+
+def _triples(path: Path) -> Iterator[tuple[int, str, str, str]]:
+    """(line number, qid, positive pid, negative pid) of a `qid\\tpos\\tneg` file, streamed."""
+    if not path.exists():
+        raise DataError(path, None, "file not found")
+    with _open(path) as lines:
+        for number, raw in enumerate(lines, start=1):
+            try:
+                fields = raw.decode("utf-8").rstrip("\r\n").split("\t")
+            except UnicodeDecodeError as err:
+                raise DataError(path, number, f"not UTF-8 ({err.reason})") from err
+            if len(fields) != 3 or not all(fields):
+                raise DataError(
+                    path, number,
+                    f"expected 3 non-empty tab-separated fields (qid, positive pid, "
+                    f"negative pid), got {raw[:80]!r}",
+                )
+            yield number, fields[0], fields[1], fields[2]
+
+
+def given_groups(
+    triples_path: str | Path,
+    qrels: str | Path,
+    out: str | Path,
+    *,
+    depth: int | None = None,
+    strict: bool = False,
+) -> GroupCounts:
+    """Negatives from a qidpidtriples-style file: each query's negatives in file order,
+    deduplicated, positives (from the qrels) removed, the first `depth` kept (all if None).
+    Groups follow the order in which queries first appear in the file."""
+    triples_path = Path(triples_path)
+    positives = read_positives(qrels)
+    # Per query, distinct candidates in file order, and only as many as can still matter:
+    # the first `depth` negatives lie among the first `depth + #positives` distinct pids.
+    candidates: dict[str, dict[str, None] | tuple[str, ...]] = {}
+    foreign_positives = 0
+    for _, query_id, positive, negative in _triples(triples_path):
+        known = positives.get(query_id)
+        foreign_positives += known is not None and positive not in known
+        bucket = candidates.setdefault(query_id, {})
+        cap = 1 if known is None else None if depth is None else depth + len(known)
+        if isinstance(bucket, dict):
+            # Interned: the same pid recurs across the queries of a 400-million-line file.
+            bucket[sys.intern(negative)] = None
+            if len(bucket) == cap:
+                candidates[query_id] = tuple(bucket)
+    if foreign_positives:
+        log.warning("%s: %d triples name a positive that the qrels do not; the qrels decide",
+                    triples_path, foreign_positives)
+    ranked = ((query_id, list(bucket)) for query_id, bucket in candidates.items())
+    groups, counts = _assemble(ranked, positives, depth, source=triples_path,
+                               strict=strict)
+    return _write_groups(out, groups, counts, {"source": "given", "depth": depth})
+
+
+# --- dense run ------------------------------------------------------------------------------
+
+
+def _run_candidates(
+    run_path: Path, positives: dict[str, list[str]], depth: int, retrieve_depth: int | None
+) -> pa.Table:
+    """The run rows that can become negatives, read batch by batch.
+
+    After removing a query's positives, its first `depth` negatives lie within rank
+    `depth + #positives`: deeper rows are dropped as they are read, which bounds memory by
+    the groups' size rather than the run's.
+    """
+    judged = pa.array(list(positives), pa.string())
+    bound = np.array([depth + len(docs) for docs in positives.values()] + [depth])
+    kept = []
+    for batch in iter_batches(run_path, schemas.RUN, columns=["query_id", "doc_id", "rank"]):
+        slot = pc.index_in(batch.column("query_id"), value_set=judged)
+        limit = bound[pc.fill_null(slot, len(judged)).to_numpy()]
+        if retrieve_depth is not None:
+            limit = np.minimum(limit, retrieve_depth)
+        mask = batch.column("rank").to_numpy(zero_copy_only=False) <= limit
+        kept.append(batch.filter(pa.array(mask)))
+    schema = pa.schema([schemas.RUN.field(name) for name in ("query_id", "doc_id", "rank")])
+    return pa.Table.from_batches(kept, schema)
+
+
+def dense_groups(
+    run_path: str | Path,
+    qrels: str | Path,
+    out: str | Path,
+    *,
+    depth: int,
+    retrieve_depth: int | None = None,
+    strict: bool = False,
+) -> GroupCounts:
+    """Negatives mined by a dense retriever: a RUN's passages in rank order (ranks above
+    `retrieve_depth` ignored), positives removed, the first `depth` kept. Groups follow the
+    order in which queries first appear in the run."""
+    run_path = Path(run_path)
+    positives = read_positives(qrels)
+    run = _run_candidates(run_path, positives, depth, retrieve_depth)
+    queries = pc.unique(run.column("query_id"))
+    run = run.append_column("slot", pc.index_in(run.column("query_id"), value_set=queries))
+    run = run.sort_by([("slot", "ascending"), ("rank", "ascending"), ("doc_id", "ascending")])
+    slots = run.column("slot").to_numpy()
+    starts = np.searchsorted(slots, np.arange(len(queries) + 1))
+    doc_ids = run.column("doc_id").to_pylist()
+    ranked = (
+        (query_id, doc_ids[starts[i] : starts[i + 1]])
+        for i, query_id in enumerate(queries.to_pylist())
+    )
+    groups, counts = _assemble(ranked, positives, depth, source=run_path, strict=strict)
+    settings = {"source": "dense", "depth": depth, "retrieve_depth": retrieve_depth}
+    return _write_groups(out, groups, counts, settings)
