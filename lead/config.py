@@ -96,9 +96,13 @@ def parse_settings(text: str | None) -> dict:
     if not text:
         return {}
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"--settings is not valid JSON/YAML: {err}") from err
+        # JSON first: YAML 1.1 reads JSON's `1e-08` as a string.
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--settings is not valid JSON/YAML: {err}") from err
     if not isinstance(value, dict):
         raise ConfigError(f"--settings must be a mapping, got {type(value).__name__}")
     return value
