@@ -134,6 +134,7 @@ def _train(job: TrainingJob, procs: Processes) -> Path:
     say = log.info if procs.is_main else lambda *args: None
     seed = opt["seed"]
     autocast = autocast_factory(procs.device, opt["bf16"])
+    say("%s on %s, %d process(es)", job.method, procs.device, procs.world_size)
 
     # Models, before any data is read, so that a model not fitting the config fails at once.
     torch.manual_seed(seed)  # identical on every process, should a model init anything

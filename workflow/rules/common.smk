@@ -94,7 +94,8 @@ def launch(resources):
     """Training entry point: torchrun with one process per GPU when a rule asks for several."""
     gpus = int(getattr(resources, "gpu", 0) or 0)
     if gpus > 1:
-        return f"torchrun --standalone --nproc_per_node {gpus} -m lead"
+        # `--` keeps torchrun's parser off the stage's options (`--log` would match `--log-dir`).
+        return f"torchrun --standalone --nproc_per_node {gpus} -m -- lead"
     return "python -m lead"
 
 
