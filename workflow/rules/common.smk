@@ -42,7 +42,9 @@ def code(*paths):
     files = []
     for path in paths:
         path = Path(workflow.basedir) / "lead" / path
-        files += sorted(str(p) for p in path.rglob("*.py")) if path.is_dir() else [str(path)]
+        files += (
+            sorted(str(p) for p in path.rglob("*.py")) if path.is_dir() else [str(path)]
+        )
     return files
 
 
@@ -102,7 +104,43 @@ def launch(resources):
 # Warm-up (contrastive) training does not run the distillation losses, so editing them reruns
 # the distillation jobs and their descendants only.
 WARMUP_CODE = code(
-    "training", "modeling", "losses/__init__.py", "losses/contrastive.py", "evaluate.py",
+    "training",
+    "modeling",
+    "losses/__init__.py",
+    "losses/contrastive.py",
+    "evaluate.py",
     "cli/train.py",
 )
 DISTILL_CODE = WARMUP_CODE + code("losses/distillation.py")
+
+
+def tokenizer_input(wildcards):
+    if config[wildcards.role]["tokenizer"]["train"]:
+        return {"tokenizer": f"{RESULTS}/tokenizers/{wildcards.role}"}
+    return {}
+
+
+def max_length(role, kind):
+    return config[role][f"{kind}_max_length"]
+
+
+def distillation_groups(wildcards=None):
+    if config["negatives"]["source"] == "dense":
+        return f"{RESULTS}/negatives/mined.parquet"
+    return f"{RESULTS}/negatives/initial.parquet"
+
+
+def warmup_settings(role):
+    section = "teacher_training" if role == "teacher" else "student_warmup"
+    return settings(model=config[role], optimisation=config[section]["optimisation"])
+
+
+def encoder_inputs(wildcards):
+    return {
+        "model": model_dir(wildcards.model),
+        "code": COMMON_CODE + code("encode.py", "modeling", "cli/encode.py"),
+    }
+
+
+def relevance_level(split):
+    return config["evaluate"]["relevance_level"].get(split, 1)

@@ -8,16 +8,19 @@ rule data:
         corpus=f"{RESULTS}/data/corpus.parquet",
         queries=expand(f"{RESULTS}/data/queries/{{split}}.parquet", split=SPLITS),
         qrels=expand(f"{RESULTS}/data/qrels/{{split}}.parquet", split=SPLITS),
-    params:
-        settings=dataset_settings(),
-        out=f"{RESULTS}/data",
     log:
         f"{LOGS}/data.log",
     benchmark:
         f"{BENCHMARKS}/data.tsv"
+    conda:
+        "../envs/lead.yaml"
     resources:
         mem_mb=4000,
         runtime=240,
+    params:
+        settings=dataset_settings(),
+        out=lambda wc, output: Path(output.corpus).parent,
+        cache=f"resources/{config['dataset']['source']}",
     shell:
         "python -m lead data --settings {params.settings:q} --out {params.out}"
-        " --cache resources/{config[dataset][source]} > {log} 2>&1"
+        " --cache {params.cache} > {log} 2>&1"

@@ -2,12 +2,6 @@
 # the same groups or, as in the paper, negatives mined by the trained teacher (`source: dense`).
 
 
-def distillation_groups(wildcards=None):
-    if config["negatives"]["source"] == "dense":
-        return f"{RESULTS}/negatives/mined.parquet"
-    return f"{RESULTS}/negatives/initial.parquet"
-
-
 rule negatives:
     input:
         corpus=f"{RESULTS}/data/corpus.parquet",
@@ -16,6 +10,14 @@ rule negatives:
         code=COMMON_CODE + code("data/negatives.py", "cli/negatives.py"),
     output:
         f"{RESULTS}/negatives/initial.parquet",
+    log:
+        f"{LOGS}/negatives/initial.log",
+    benchmark:
+        f"{BENCHMARKS}/negatives.tsv"
+    conda:
+        "../envs/lead.yaml"
+    resources:
+        mem_mb=8000,
     params:
         # Dense mining needs a trained retriever first: the warm-up uses BM25 negatives.
         settings=settings(
@@ -33,12 +35,6 @@ rule negatives:
             if config["negatives"]["source"] == "given"
             else ""
         ),
-    log:
-        f"{LOGS}/negatives/initial.log",
-    benchmark:
-        f"{BENCHMARKS}/negatives.tsv"
-    resources:
-        mem_mb=8000,
     shell:
         "python -m lead negatives --settings {params.settings:q} --corpus {input.corpus}"
         " --queries {input.queries} --qrels {input.qrels} {params.given} --out {output}"
@@ -54,10 +50,12 @@ rule mine_negatives:
         code=COMMON_CODE + code("data/negatives.py", "cli/negatives.py"),
     output:
         f"{RESULTS}/negatives/mined.parquet",
-    params:
-        settings=settings(**config["negatives"]),
     log:
         f"{LOGS}/negatives/mined.log",
+    conda:
+        "../envs/lead.yaml"
+    params:
+        settings=settings(**config["negatives"]),
     shell:
         "python -m lead negatives --settings {params.settings:q} --corpus {input.corpus}"
         " --queries {input.queries} --qrels {input.qrels} --run {input.run} --out {output}"

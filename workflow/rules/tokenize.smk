@@ -2,22 +2,18 @@
 # tokenizer is the one saved in its initial model directory (its own, or one trained here).
 
 
-def tokenizer_input(wildcards):
-    if config[wildcards.role]["tokenizer"]["train"]:
-        return {"tokenizer": f"{RESULTS}/tokenizers/{wildcards.role}"}
-    return {}
-
-
 rule train_tokenizer:
     input:
         corpus=f"{RESULTS}/data/corpus.parquet",
         code=COMMON_CODE + code("tokenization.py", "cli/tokenize.py"),
     output:
         directory(f"{RESULTS}/tokenizers/{{role}}"),
-    params:
-        settings=lambda wc: settings(**config[wc.role]["tokenizer"]),
     log:
         f"{LOGS}/train_tokenizer/{{role}}.log",
+    conda:
+        "../envs/lead.yaml"
+    params:
+        settings=lambda wc: settings(**config[wc.role]["tokenizer"]),
     shell:
         "python -m lead train-tokenizer --settings {params.settings:q}"
         " --corpus {input.corpus} --out {output} > {log} 2>&1"
@@ -29,19 +25,19 @@ rule init_model:
         code=COMMON_CODE + code("modeling", "cli/models.py"),
     output:
         directory(f"{RESULTS}/models/{{role}}-init"),
-    params:
-        settings=lambda wc: settings(**config[wc.role]),
-        tokenizer=lambda wc, input: f"--tokenizer {input.tokenizer}" if "tokenizer" in input.keys() else "",
-        seed=config["distillation"]["optimisation"]["seed"],
     log:
         f"{LOGS}/init_model/{{role}}.log",
+    conda:
+        "../envs/lead.yaml"
+    params:
+        settings=lambda wc: settings(**config[wc.role]),
+        tokenizer=lambda wc, input: (
+            f"--tokenizer {input.tokenizer}" if "tokenizer" in input.keys() else ""
+        ),
+        seed=config["distillation"]["optimisation"]["seed"],
     shell:
         "python -m lead init-model --settings {params.settings:q} {params.tokenizer}"
         " --seed {params.seed} --out {output} > {log} 2>&1"
-
-
-def max_length(role, kind):
-    return config[role][f"{kind}_max_length"]
 
 
 rule tokenize_corpus:
@@ -51,14 +47,16 @@ rule tokenize_corpus:
         code=COMMON_CODE + code("tokenization.py", "cli/tokenize.py"),
     output:
         f"{RESULTS}/tokens/{{role}}/corpus.parquet",
-    params:
-        max_length=lambda wc: max_length(wc.role, "passage"),
     log:
         f"{LOGS}/tokenize/{{role}}-corpus.log",
     benchmark:
         f"{BENCHMARKS}/tokenize/{{role}}-corpus.tsv"
+    conda:
+        "../envs/lead.yaml"
     resources:
         mem_mb=4000,
+    params:
+        max_length=lambda wc: max_length(wc.role, "passage"),
     shell:
         "python -m lead tokenize --tokenizer {input.model} --input {input.corpus}"
         " --out {output} --max-length {params.max_length} > {log} 2>&1"
@@ -71,10 +69,12 @@ rule tokenize_queries:
         code=COMMON_CODE + code("tokenization.py", "cli/tokenize.py"),
     output:
         f"{RESULTS}/tokens/{{role}}/queries/{{split}}.parquet",
-    params:
-        max_length=lambda wc: max_length(wc.role, "query"),
     log:
         f"{LOGS}/tokenize/{{role}}-queries-{{split}}.log",
+    conda:
+        "../envs/lead.yaml"
+    params:
+        max_length=lambda wc: max_length(wc.role, "query"),
     shell:
         "python -m lead tokenize --tokenizer {input.model} --input {input.queries}"
         " --out {output} --max-length {params.max_length} > {log} 2>&1"

@@ -2,11 +2,6 @@
 # under `torchrun --nproc_per_node N`; on CPU the same path runs gloo processes.
 
 
-def warmup_settings(role):
-    section = "teacher_training" if role == "teacher" else "student_warmup"
-    return settings(model=config[role], optimisation=config[section]["optimisation"])
-
-
 rule warmup:
     """Contrastive training of one dual encoder: the teacher's warm-up, or the student's
     pre-training before distillation."""
@@ -21,19 +16,21 @@ rule warmup:
     output:
         model=directory(f"{RESULTS}/models/{{role}}-warm"),
         log=f"{RESULTS}/training/{{role}}-warm.parquet",
-    params:
-        settings=lambda wc: warmup_settings(wc.role),
-        checkpoints=f"{RESULTS}/checkpoints/{{role}}-warmup",
-        launch=lambda wc, resources: launch(resources),
     log:
         f"{LOGS}/train/{{role}}-warmup.log",
     benchmark:
         f"{BENCHMARKS}/train/{{role}}-warmup.tsv"
+    conda:
+        "../envs/lead.yaml"
     threads: 2
     resources:
         gpu=1,
         mem_mb=16000,
         runtime=24 * 60,
+    params:
+        settings=lambda wc: warmup_settings(wc.role),
+        checkpoints=f"{RESULTS}/checkpoints/{{role}}-warmup",
+        launch=lambda wc, resources: launch(resources),
     shell:
         "{params.launch} train --settings {params.settings:q} --model {input.model}"
         " --corpus-tokens {input.corpus} --query-tokens {input.queries} --groups {input.groups}"
@@ -57,23 +54,27 @@ rule distill:
     output:
         model=directory(f"{RESULTS}/models/student-{{method}}"),
         log=f"{RESULTS}/training/student-{{method}}.parquet",
-    params:
-        settings=settings(
-            teacher=config["teacher"],
-            student=config["student"],
-            distillation={k: v for k, v in config["distillation"].items() if k != "methods"},
-        ),
-        checkpoints=f"{RESULTS}/checkpoints/student-{{method}}",
-        launch=lambda wc, resources: launch(resources),
     log:
         f"{LOGS}/train/student-{{method}}.log",
     benchmark:
         f"{BENCHMARKS}/train/student-{{method}}.tsv"
+    conda:
+        "../envs/lead.yaml"
     threads: 2
     resources:
         gpu=1,
         mem_mb=16000,
         runtime=24 * 60,
+    params:
+        settings=settings(
+            teacher=config["teacher"],
+            student=config["student"],
+            distillation={
+                k: v for k, v in config["distillation"].items() if k != "methods"
+            },
+        ),
+        checkpoints=f"{RESULTS}/checkpoints/student-{{method}}",
+        launch=lambda wc, resources: launch(resources),
     shell:
         "{params.launch} distill --method {wildcards.method} --settings {params.settings:q}"
         " --teacher {input.teacher} --student {input.student}"
