@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import torch
 
 from lead.errors import ConfigError, DataError
-from lead.io import check_schema, parquet_writer, provenance
+from lead.io import open_parquet, parquet_writer, provenance
 from lead.modeling import Encoder, collate, load_encoder
 from lead.schemas import TOKENS, embeddings
 
@@ -43,15 +43,7 @@ def shard_rows(num_rows: int, shard: int, num_shards: int) -> tuple[int, int]:
 
 def open_tokens(path: str | Path) -> pq.ParquetFile:
     """Open a tokens artifact, checking that it exists, is parquet and has the TOKENS columns."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(path, None, "file not found")
-    try:
-        file = pq.ParquetFile(path)
-    except (OSError, pa.ArrowException) as err:
-        raise DataError(path, None, f"not a parquet file: {err}") from err
-    check_schema(path, file.schema_arrow, TOKENS)
-    return file
+    return open_parquet(path, TOKENS)
 
 
 def iter_token_rows(

@@ -129,22 +129,28 @@ def check_schema(path: str | Path, actual: pa.Schema, expected: pa.Schema) -> No
             )
 
 
-def read_table(path: str | Path, schema: pa.Schema, columns: list[str] | None = None) -> pa.Table:
-    """Read a parquet artifact, checking it has the columns and types of `schema`."""
+def open_parquet(path: str | Path, schema: pa.Schema | None = None) -> pq.ParquetFile:
+    """Open a parquet artifact for streaming; a missing or non-parquet file names the path."""
     path = Path(path)
     if not path.exists():
         raise DataError(path, None, "file not found")
-    check_schema(path, pq.read_schema(path), schema)
-    return pq.read_table(path, columns=columns or schema.names)
+    try:
+        file = pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as err:
+        raise DataError(path, None, f"not a parquet file: {err}") from err
+    if schema is not None:
+        check_schema(path, file.schema_arrow, schema)
+    return file
+
+
+def read_table(path: str | Path, schema: pa.Schema, columns: list[str] | None = None) -> pa.Table:
+    """Read a parquet artifact, checking it has the columns and types of `schema`."""
+    return open_parquet(path, schema).read(columns=columns or schema.names)
 
 
 def iter_batches(
     path: str | Path, schema: pa.Schema, batch_size: int = 65536, columns: list[str] | None = None
 ) -> Iterator[pa.RecordBatch]:
     """Stream a parquet artifact in record batches (memory independent of file size)."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(path, None, "file not found")
-    file = pq.ParquetFile(path)
-    check_schema(path, file.schema_arrow, schema)
+    file = open_parquet(path, schema)
     yield from file.iter_batches(batch_size=batch_size, columns=columns or schema.names)

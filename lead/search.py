@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lead.errors import ConfigError, DataError
-from lead.io import check_schema, parquet_writer, provenance
+from lead.io import check_schema, open_parquet, parquet_writer, provenance
 from lead.schemas import RUN, embeddings
 
 log = logging.getLogger(__name__)
@@ -58,12 +58,7 @@ class EmbeddingsInfo:
 def inspect_embeddings(path: str | Path) -> EmbeddingsInfo:
     """Check that `path` is an embeddings artifact and return its dimension, type and size."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(path, None, "file not found")
-    try:
-        file = pq.ParquetFile(path)
-    except (OSError, pa.ArrowException) as err:
-        raise DataError(path, None, f"not a parquet file: {err}") from err
+    file = open_parquet(path)
     schema = file.schema_arrow
     index = schema.get_field_index("embedding")
     kind = schema.field(index).type if index >= 0 else None
