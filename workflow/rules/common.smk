@@ -1,8 +1,19 @@
 # Helpers shared by every rule: config validation, paths, config slices, code inputs.
 
+import os
+import sys
 from pathlib import Path
 
 from lead import config as lead_config
+
+# Stages run `python -m lead` and `torchrun` from the environment that runs Snakemake (e.g.
+# `.venv/bin/snakemake` without an activated venv); a rule's conda env, when deployed, is
+# activated after this and comes first.
+os.environ.update(
+    PATH=os.pathsep.join(
+        [str(Path(sys.executable).parent), os.getenv("PATH", os.defpath)]
+    )
+)
 
 # Validate before any job starts; fills every default from workflow/schemas/config.schema.yaml.
 config.update(lead_config.validate(config))
