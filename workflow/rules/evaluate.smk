@@ -14,6 +14,8 @@ rule evaluate:
         f"{LOGS}/evaluate/{{model}}-{{split}}.log",
     conda:
         "../envs/lead.yaml"
+    resources:
+        runtime=60,
     params:
         out=lambda wc, output: Path(output.summary).parent,
         level=lambda wc: relevance_level(wc.split),
@@ -41,6 +43,8 @@ rule report:
         f"{LOGS}/report.log",
     conda:
         "../envs/lead.yaml"
+    resources:
+        runtime=60,
     params:
         settings=settings(**config["evaluate"]),
         metrics=lambda wc, input: Path(input.metrics[0]).parents[2],

@@ -17,6 +17,7 @@ rule negatives:
     conda:
         "../envs/lead.yaml"
     resources:
+        runtime=60,
         mem_mb=8000,
     params:
         # Dense mining needs a trained retriever first: the warm-up uses BM25 negatives.
@@ -54,6 +55,8 @@ rule mine_negatives:
         f"{LOGS}/negatives/mined.log",
     conda:
         "../envs/lead.yaml"
+    resources:
+        runtime=60,
     params:
         settings=settings(**config["negatives"]),
     shell:

@@ -12,6 +12,8 @@ rule train_tokenizer:
         f"{LOGS}/train_tokenizer/{{role}}.log",
     conda:
         "../envs/lead.yaml"
+    resources:
+        runtime=60,
     params:
         settings=lambda wc: settings(**config[wc.role]["tokenizer"]),
     shell:
@@ -29,6 +31,8 @@ rule init_model:
         f"{LOGS}/init_model/{{role}}.log",
     conda:
         "../envs/lead.yaml"
+    resources:
+        runtime=60,
     params:
         settings=lambda wc: settings(**config[wc.role]),
         tokenizer=lambda wc, input: (
@@ -54,6 +58,7 @@ rule tokenize_corpus:
     conda:
         "../envs/lead.yaml"
     resources:
+        runtime=60,
         mem_mb=4000,
     params:
         max_length=lambda wc: max_length(wc.role, "passage"),
@@ -73,6 +78,8 @@ rule tokenize_queries:
         f"{LOGS}/tokenize/{{role}}-queries-{{split}}.log",
     conda:
         "../envs/lead.yaml"
+    resources:
+        runtime=60,
     params:
         max_length=lambda wc: max_length(wc.role, "query"),
     shell:
