@@ -13,7 +13,6 @@ if not config:
     configfile: "config/default.yaml"
 
 
-
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/tokenize.smk"
@@ -25,6 +24,6 @@ include: "workflow/rules/evaluate.smk"
 
 
 rule all:
+    default_target: True
     input:
         report=f"{RESULTS}/report.md",
-    default_target: True
