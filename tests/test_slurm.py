@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from workflow_copy import copy_workflow
 
 from lead import cluster as preflight
 
@@ -87,20 +88,9 @@ def slurm_node():
         cluster.stop()
 
 
-def copy_workflow(dest: Path) -> Path:
-    """A private copy of the workflow with the tiny config (one method) and its fixtures."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("Snakefile", "workflow", "config", "lead"):
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, dest / name)
-    shutil.copytree(REPO / "tests" / "fixtures" / "tiny", dest / "tests" / "fixtures" / "tiny")
-    config = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
-    config["distillation"]["methods"] = ["lead"]
-    (dest / TINY).write_text(yaml.safe_dump(config))
-    return dest
+def tiny_workflow(dest: Path) -> Path:
+    """The workflow with the tiny config reduced to one distillation method."""
+    return copy_workflow(dest, str(TINY), distillation={"methods": ["lead"]})
 
 
 @dataclass
@@ -193,10 +183,10 @@ def tiny_runs(slurm_node, tmp_path_factory) -> Comparison:
     threads = yaml.safe_load((TEST_PROFILE / "config.yaml").read_text())["set-threads"]
     with ThreadPoolExecutor(max_workers=2) as pool:
         slurm_run = pool.submit(
-            snakemake, copy_workflow(tmp_path_factory.mktemp("slurm")), *ON_TEST_CLUSTER
+            snakemake, tiny_workflow(tmp_path_factory.mktemp("slurm")), *ON_TEST_CLUSTER
         )
         local_run = pool.submit(
-            snakemake, copy_workflow(tmp_path_factory.mktemp("local")), "--cores", "2",
+            snakemake, tiny_workflow(tmp_path_factory.mktemp("local")), "--cores", "2",
             "--set-threads", *(f"{rule}={n}" for rule, n in threads.items()),
         )
         local, slurm = require_success(local_run.result()), require_success(slurm_run.result())
@@ -364,7 +354,7 @@ def test_failing_job_is_reported_with_its_logs_and_leaves_no_output(slurm_node, 
     """A malformed query file fails the data job on the cluster: Snakemake names the job's
     SLURM state and both logs (the rule's, with the DataError, and SLURM's), and nothing
     of the job's outputs is left behind."""
-    workdir = copy_workflow(tmp_path)
+    workdir = tiny_workflow(tmp_path)
     queries = workdir / "tests" / "fixtures" / "tiny" / "queries.test.tsv"
     bad_line = len(queries.read_text().splitlines()) + 1
     with queries.open("a") as file:
@@ -400,7 +390,7 @@ def without_slurm_tools(tmp_path: Path) -> dict:
 
 
 def test_missing_sbatch_fails_fast_and_the_check_says_why(slurm_node, tmp_path):
-    workdir = copy_workflow(tmp_path / "wf")
+    workdir = tiny_workflow(tmp_path / "wf")
     env = without_slurm_tools(tmp_path)
     run = snakemake(workdir, *ON_TEST_CLUSTER, "data", env=env, timeout=120)
     assert run.result.returncode != 0
@@ -422,7 +412,7 @@ def lead_cli(workdir: Path, *args: str, env: dict | None = None) -> subprocess.C
 def test_requests_beyond_the_cluster_are_refused_before_and_at_submission(slurm_node, tmp_path):
     """The real profile's GPUs on a GPU-less node, and more memory than the node has: the
     check lists every refused rule up front; Snakemake itself fails at the first sbatch."""
-    workdir = copy_workflow(tmp_path)
+    workdir = tiny_workflow(tmp_path)
     too_much = f"data:mem_mb={2 * slurm_node.memory_mb}"
     real = ["--profile", str(SLURM_PROFILE), "--workflow-profile", "none", "--slurm-no-account",
             "--configfile", str(TINY)]
@@ -447,7 +437,7 @@ def test_requests_beyond_the_cluster_are_refused_before_and_at_submission(slurm_
 
 @pytest.mark.slow
 def test_scheduler_down_fails_in_bounded_time_with_a_clear_message(slurm_node, tmp_path):
-    workdir = copy_workflow(tmp_path)
+    workdir = tiny_workflow(tmp_path)
     cluster.stop_daemon(cluster.ROOT / "slurmctld.pid")
     try:
         start = time.monotonic()

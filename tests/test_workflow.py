@@ -14,25 +14,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from workflow_copy import copy_workflow, merge
 
 from lead import schemas
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "tests" / "configs" / "tiny.yaml"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-
-
-def copy_workflow(dest: Path) -> Path:
-    """A private copy of the workflow (and the code files it declares as inputs)."""
-    for name in ("Snakefile", "workflow", "config", "lead"):
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, dest / name)
-    shutil.copytree(REPO / "tests" / "fixtures" / "tiny", dest / "tests" / "fixtures" / "tiny")
-    shutil.copy2(TINY, dest / "tiny.yaml")
-    return dest
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -67,16 +53,7 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
 
 def write_config(workdir: Path, name: str, **changes) -> Path:
     """The tiny config with nested `changes` (dicts merge, other values replace)."""
-    config = yaml.safe_load((workdir / "tiny.yaml").read_text())
-
-    def merge(base, update):
-        for key, value in update.items():
-            if isinstance(value, dict) and isinstance(base.get(key), dict):
-                merge(base[key], value)
-            else:
-                base[key] = value
-
-    merge(config, changes)
+    config = merge(yaml.safe_load((workdir / "tiny.yaml").read_text()), changes)
     path = workdir / name
     path.write_text(yaml.safe_dump(config))
     return path
