@@ -23,10 +23,14 @@ from pathlib import Path
 import torch
 
 from lead.config import resolve
-from lead.modeling import DistillationObjective, LayerSelector, collate, load_encoder
+from lead.distributed import Processes
+from lead.modeling import collate, load_encoder
 from lead.modeling.init import init_model
 from lead.training.data import EncoderInputs
-from lead.training.loop import Processes, make_trainee, train_step
+from lead.training.layers import LayerSelector
+from lead.training.loop import train_step
+from lead.training.objective import DistillationObjective
+from lead.training.optim import make_trainee
 
 METHODS = ("none", "response", "lead")
 

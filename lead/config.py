@@ -81,6 +81,13 @@ def resolve(section: str, settings: Mapping[str, Any] | None = None) -> dict:
     return resolved[section]
 
 
+def resolve_optimisation(settings: Mapping[str, Any] | None) -> dict:
+    """An `optimisation` section (of any training section) with its defaults."""
+    reference = {"$ref": "#/definitions/optimisation"}
+    wrapped = {"type": "object", "properties": {"optimisation": reference}}
+    return validate({"optimisation": dict(settings or {})}, wrapped)["optimisation"]
+
+
 def load(path: str | Path) -> dict:
     """Load and validate a whole config file."""
     path = Path(path)

@@ -111,7 +111,8 @@ def encode_window(rows: list[Sequence[int]], embed: Embed, batch_size: int) -> n
 
 
 def embeddings_table(ids: pa.Array, vectors: np.ndarray, schema: pa.Schema) -> pa.Table:
-    value_type = schema.field("embedding").type.value_type
+    """(id, vector) rows under `schema`, whose second column is the fixed-size vector."""
+    value_type = schema.field(1).type.value_type
     flat = pa.array(vectors.astype(value_type.to_pandas_dtype(), copy=False).ravel())
     column = pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
     return pa.Table.from_arrays([ids, column], schema=schema)
@@ -129,11 +130,13 @@ def encode_tokens(
     num_shards: int = 1,
     vocab_size: int | None = None,
     prov: Mapping[str, Any] | None = None,
+    schema: pa.Schema | None = None,
 ) -> int:
     """Embed shard `shard` of `num_shards` of a tokens file with `embed`; returns rows written.
 
     `embed` maps a list of token id lists to a float32 (n, dim) array; it is the model-free
-    core, so any encoder (or a test double of one) plugs in.
+    core, so any encoder (or a test double of one) plugs in. `schema` replaces the
+    embeddings schema (e.g. a teacher's layer cache).
     """
     tokens_path = Path(tokens_path)
     file = open_tokens(tokens_path)
@@ -141,7 +144,7 @@ def encode_tokens(
     if num_rows == 0:
         raise DataError(tokens_path, None, "no rows to encode")
     start, stop = shard_rows(num_rows, shard, num_shards)
-    schema = embeddings(dim, dtype)
+    schema = schema or embeddings(dim, dtype)
     window = batch_size * SORT_WINDOW_BATCHES
     written = 0
     with parquet_writer(out_path, schema, prov) as writer:

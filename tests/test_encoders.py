@@ -27,6 +27,8 @@ def model_dirs(tmp_path_factory, tokenizer):
         "mean": make_model(root / "mean", tokenizer, layers=2, pooling="mean"),
         "towers": make_model(root / "towers", tokenizer, shared_towers=False, pooling="mean"),
         "colbert": make_model(root / "colbert", tokenizer, kind="colbert", layers=3),
+        "projected": make_model(root / "projected", tokenizer, kind="colbert", layers=3,
+                                colbert_dim=8, colbert_query_augmentation=False),
         "cross": make_model(root / "cross", tokenizer, kind="cross", layers=3),
     }
     for seed, path in enumerate(dirs.values()):
@@ -117,40 +119,108 @@ def test_maxsim_by_hand():
     assert maxsim(q, p, torch.ones(1, 3), torch.ones(1, 3)).item() == pytest.approx(108.0)
 
 
-def test_colbert_final_tokens_are_projected_and_normalised_intermediate_raw(model_dirs):
+def test_colbert_as_released_normalises_full_size_last_tokens_and_keeps_raw_layers(model_dirs):
     encoder = load_encoder(model_dirs["colbert"]).eval()
     inputs = batch(encoder, TEXTS[:3])
     with torch.no_grad():
         reps = encoder.encode_passage(inputs, layers=[1, 3])
-    states = hidden_states(encoder.backbone, inputs)
-    assert reps.final.shape[-1] == 8  # colbert_dim
-    torch.testing.assert_close(reps.final.norm(dim=-1), torch.ones(reps.final.shape[:2]))
-    torch.testing.assert_close(reps.layers[1], states[1])  # raw, hidden size 16
-    torch.testing.assert_close(reps.layers[3], reps.final)  # the last block is the final layer
+    prepared = encoder.prepare(inputs, "passage")
+    states = hidden_states(encoder.backbone, prepared)
+    assert encoder.head is None and reps.final.shape[-1] == 16  # no projection: hidden size
+    torch.testing.assert_close(reps.final, torch.nn.functional.normalize(states[3], dim=-1))
+    torch.testing.assert_close(reps.layers[1], states[1])
+    torch.testing.assert_close(reps.layers[3], states[3])  # the last block raw, like the others
     assert torch.equal(reps.mask, inputs["attention_mask"])
 
 
-def test_colbert_padding_does_not_change_a_score(model_dirs):
-    encoder = load_encoder(model_dirs["colbert"]).eval()
-    query = batch(encoder, [TEXTS[1]])
-    short = batch(encoder, [TEXTS[4]])
-    # the same passage next to a much longer one: 20 padding tokens more
-    padded = batch(encoder, [TEXTS[4], " ".join(TEXTS[:3])])
-    assert padded["input_ids"].shape[1] > short["input_ids"].shape[1] + 10
+def test_colbert_with_a_projection_is_the_modern_option(model_dirs):
+    encoder = load_encoder(model_dirs["projected"]).eval()
+    inputs = batch(encoder, TEXTS[:3])
     with torch.no_grad():
-        alone, _ = encoder.score_groups(query, short, 1, layers=[])
-        q = encoder.encode_query(query, layers=[2])
-        p = encoder.encode_passage(padded, layers=[2])
-        p_short = encoder.encode_passage(short, layers=[2])
-        both = encoder.compute_similarity(q.final, p.final, q.mask, p.mask)
-        layer_short = encoder.compute_similarity(q.layers[2], p_short.layers[2], q.mask,
-                                                 p_short.mask)
-        layer_padded = encoder.compute_similarity(q.layers[2], p.layers[2], q.mask, p.mask)
-    torch.testing.assert_close(both[0, 0], alone[0, 0], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(layer_padded[0, 0], layer_short[0, 0], atol=1e-4, rtol=1e-5)
+        reps = encoder.encode_query(inputs, layers=[3])
+        states = hidden_states(encoder.backbone, encoder.prepare(inputs, "query"))
+        expected = torch.nn.functional.normalize(encoder.head(states[3]), dim=-1)
+    assert reps.final.shape[-1] == 8 and encoder.embedding_dim == 8
+    torch.testing.assert_close(reps.final, expected)
+    torch.testing.assert_close(reps.layers[3], states[3])
+    assert torch.equal(reps.mask, inputs["attention_mask"])  # no query augmentation
 
 
-def test_cross_inputs_join_query_and_passage_with_token_types():
+def test_colbert_markers_and_mask_augmentation_by_hand(model_dirs):
+    """2 queries x 3 passages: markers replace [CLS], queries are padded with attended [MASK]
+    tokens to the query length, and MaxSim sums over every query position."""
+    encoder = load_encoder(model_dirs["colbert"]).eval()
+    tokenizer = encoder.tokenizer
+    q_marker, p_marker = (tokenizer.convert_tokens_to_ids(t) for t in ("[unused1]", "[unused2]"))
+    queries, passages = batch(encoder, QUERIES := ["dense vectors", "a teacher"]), batch(
+        encoder, TEXTS[:3])
+    query_length = encoder.spec.query_max_length
+    prepared = encoder.prepare(queries, "query")
+    assert prepared["input_ids"].shape == (2, query_length)
+    assert prepared["input_ids"][:, 0].tolist() == [q_marker, q_marker]
+    assert prepared["attention_mask"].tolist() == [[1] * query_length] * 2
+    for row, text in zip(prepared["input_ids"].tolist(), QUERIES, strict=True):
+        real = tokenizer(text)["input_ids"]
+        assert row[1 : len(real)] == real[1:]  # the query after its marker
+        assert set(row[len(real) :]) == {tokenizer.mask_token_id}  # then [MASK] to the length
+    assert encoder.prepare(passages, "passage")["input_ids"][:, 0].tolist() == [p_marker] * 3
+    with torch.no_grad():
+        q = torch.nn.functional.normalize(hidden_states(encoder.backbone, prepared)[-1], dim=-1)
+        p_inputs = encoder.prepare(passages, "passage")
+        p = torch.nn.functional.normalize(hidden_states(encoder.backbone, p_inputs)[-1], dim=-1)
+        expected = torch.zeros(2, 3)
+        for i in range(2):
+            for j in range(3):
+                real = p[j][passages["attention_mask"][j].bool()]  # passage padding never wins
+                expected[i, j] = (q[i] @ real.T).max(dim=1).values.sum()  # every query position
+        qr, pr = encoder.encode_query(queries), encoder.encode_passage(passages)
+        got = encoder.compute_similarity(qr.final, pr.final, qr.mask, pr.mask)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_colbert_markers_need_the_tokens_in_the_vocabulary(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    from lead.modeling.encoders import EncoderSpec, build_encoder
+
+    backend = Tokenizer(models.WordLevel({"[PAD]": 0, "[UNK]": 1, "a": 2}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]",
+                                        unk_token="[UNK]")
+    config = BertConfig(vocab_size=3, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=16)
+    with pytest.raises(ConfigError, match=r"no '\[unused1\]' token.*colbert_markers: false"):
+        build_encoder(EncoderSpec(kind="colbert"), BertModel(config), tokenizer)
+
+
+def test_scores_come_out_in_fp32_under_bf16_autocast(model_dirs):
+    """Scoring runs outside autocast: bf16 vectors (as a bf16 encoder gives) are scored in fp32,
+    and fp32 vectors are not rounded to bf16 by the autocast around them."""
+    for name in ("dual", "colbert"):
+        encoder = load_encoder(model_dirs[name]).eval()
+        queries, passages = batch(encoder, TEXTS[:2]), batch(encoder, TEXTS[2:5])
+        with torch.no_grad():
+            q, p = encoder.encode_query(queries, [2]), encoder.encode_passage(passages, [2])
+            plain = encoder.compute_similarity(q.final, p.final, q.mask, p.mask)
+            half_q, half_p = q.final.to(torch.bfloat16), p.final.to(torch.bfloat16)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                final = encoder.compute_similarity(q.final, p.final, q.mask, p.mask)
+                layer = encoder.layer_similarity(q.layers[2].to(torch.bfloat16),
+                                                 p.layers[2].to(torch.bfloat16), q.mask, p.mask)
+                from_half = encoder.compute_similarity(half_q, half_p, q.mask, p.mask)
+            exact = encoder.compute_similarity(half_q.float(), half_p.float(), q.mask, p.mask)
+        assert final.dtype == layer.dtype == from_half.dtype == torch.float32, name
+        assert torch.equal(final, plain), name
+        assert torch.equal(from_half, exact), name
+    encoder = load_encoder(model_dirs["cross"]).eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        final, layers = encoder.score_groups(batch(encoder, TEXTS[:1]), batch(encoder, TEXTS[:2]),
+                                             2, [1])
+    assert final.dtype == layers[1].dtype == torch.float32
+
+
+def test_cross_inputs_join_query_and_passage_with_zero_token_types_as_released():
     queries = {"input_ids": torch.tensor([[2, 10, 3]]), "attention_mask": torch.ones(1, 3)}
     passages = {
         "input_ids": torch.tensor([[2, 20, 21, 3], [2, 30, 3, 0]]),
@@ -158,11 +228,29 @@ def test_cross_inputs_join_query_and_passage_with_token_types():
     }
     pairs = join_pairs(queries, passages, group_size=2, pad_id=0)
     assert pairs["input_ids"].tolist() == [[2, 10, 3, 20, 21, 3], [2, 10, 3, 30, 3, 0]]
-    assert pairs["token_type_ids"].tolist() == [[0, 0, 0, 1, 1, 1], [0, 0, 0, 1, 1, 0]]
+    assert pairs["token_type_ids"].tolist() == [[0] * 6, [0] * 6]
     assert pairs["attention_mask"].tolist() == [[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0]]
+    segments = join_pairs(queries, passages, group_size=2, pad_id=0, segments=True)
+    assert segments["token_type_ids"].tolist() == [[0, 0, 0, 1, 1, 1], [0, 0, 0, 1, 1, 0]]
     # too long for the model: passage tokens go, the final [SEP] stays
     cut = join_pairs(queries, passages, group_size=2, pad_id=0, max_length=5)
     assert cut["input_ids"][0].tolist() == [2, 10, 3, 20, 3]
+
+
+def test_cross_encoder_head_starts_from_the_release_initialisation():
+    from transformers import BertConfig, BertModel
+
+    from lead.modeling.encoders import EncoderSpec, build_encoder
+
+    config = BertConfig(vocab_size=10, hidden_size=512, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=16)
+    tokenizer = type("T", (), {"pad_token_id": 0})()
+    torch.manual_seed(0)
+    head = build_encoder(EncoderSpec(kind="cross"), BertModel(config), tokenizer).head
+    assert head.bias.abs().max().item() == 0.0
+    # N(0, 0.02) over 512 weights, not torch's default U(-1/sqrt(512), 1/sqrt(512)) (std 0.026)
+    assert head.weight.std().item() == pytest.approx(0.02, rel=0.12)
+    assert head.weight.mean().abs().item() < 0.004
 
 
 def test_cross_scores_every_layer_with_the_final_head(model_dirs):
@@ -185,15 +273,16 @@ def test_cross_scores_every_layer_with_the_final_head(model_dirs):
         encoder.encode_query(queries)
 
 
-@pytest.mark.parametrize("name", ["dual", "colbert", "cross"])
+@pytest.mark.parametrize("name", ["dual", "colbert", "projected", "cross"])
 def test_save_and_load_give_the_same_model(model_dirs, tmp_path, name):
     encoder = load_encoder(model_dirs[name]).eval()
     encoder.save(tmp_path / "copy")
     reloaded = load_encoder(tmp_path / "copy").eval()
     spec = json.loads((tmp_path / "copy" / "lead.json").read_text())
-    assert spec["kind"] == name
-    assert set(spec) == {"kind", "pooling", "shared_towers", "query_max_length",
-                         "passage_max_length", "colbert_dim"}
+    assert spec["kind"] == {"projected": "colbert"}.get(name, name)
+    assert set(spec) == {"kind", "pooling", "similarity", "scale", "shared_towers",
+                         "query_max_length", "passage_max_length", "colbert_dim",
+                         "colbert_markers", "colbert_query_augmentation", "cross_token_types"}
     queries, passages = batch(encoder, TEXTS[:2]), batch(encoder, TEXTS[2:6])
     with torch.no_grad():
         before = encoder.score_groups(queries, passages, 2, layers=[1])
@@ -228,7 +317,7 @@ def test_loading_a_broken_directory_names_what_is_missing(model_dirs, tmp_path):
         ("config.json", "config.json: missing"),
         ("lead_head.safetensors", "lead_head.safetensors: missing"),
     ]:
-        broken = shutil.copytree(model_dirs["colbert"], tmp_path / missing)
+        broken = shutil.copytree(model_dirs["projected"], tmp_path / missing)
         (broken / missing).unlink()
         with pytest.raises(ConfigError, match=message) as error:
             load_encoder(broken)

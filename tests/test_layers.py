@@ -8,7 +8,7 @@ import pytest
 
 from lead.config import resolve
 from lead.errors import ConfigError
-from lead.modeling import LayerSelector
+from lead.training.layers import LayerSelector
 
 
 def test_random_pairs_are_sorted_and_paired_in_order():
@@ -59,9 +59,26 @@ def test_last_strategy_takes_the_top_blocks_of_each_model():
     assert LayerSelector("last", 3, 12, 6).pairs(0) == [(10, 4), (11, 5), (12, 6)]
 
 
-def test_skip_strategy_spreads_layers_evenly_ending_at_the_last():
-    assert LayerSelector("skip", 4, 12, 8).pairs(99) == [(3, 2), (6, 4), (9, 6), (12, 8)]
-    assert LayerSelector("skip", 5, 6, 6).pairs(0) == [(1, 1), (2, 2), (3, 3), (4, 4), (6, 6)]
+def test_skip_gives_the_release_pairs_for_the_release_shapes():
+    # 1-based; the release's passage run: student 2..6 with teacher 1, 3, 5, 7, 9
+    assert LayerSelector("skip", 5, 12, 6).pairs(99) == [(1, 2), (3, 3), (5, 4), (7, 5), (9, 6)]
+    # its document run, k = 6: student 1..6 with teacher 1, 3, ..., 11
+    assert LayerSelector("skip", 6, 12, 6).pairs(0) == [
+        (1, 1), (3, 2), (5, 3), (7, 4), (9, 5), (11, 6)
+    ]
+
+
+def test_skip_is_defined_for_other_shapes_as_documented():
+    # 24 -> 12: stride 24 // 12 = 2 from teacher block 1, against the student's last k blocks
+    assert LayerSelector("skip", 5, 24, 12).pairs(0) == [
+        (1, 8), (3, 9), (5, 10), (7, 11), (9, 12)
+    ]
+    assert LayerSelector("skip", 12, 24, 12).pairs(0) == [(1 + 2 * i, 1 + i) for i in range(12)]
+    # same depth: stride 1; a shallower teacher: stride 1 as well
+    assert LayerSelector("skip", 3, 6, 6).pairs(0) == [(1, 4), (2, 5), (3, 6)]
+    assert LayerSelector("skip", 2, 3, 6).pairs(0) == [(1, 5), (2, 6)]
+    # 12 -> 4: stride 3
+    assert LayerSelector("skip", 4, 12, 4).pairs(0) == [(1, 1), (4, 2), (7, 3), (10, 4)]
 
 
 def test_explicit_pairs_are_kept_one_based_and_sorted():

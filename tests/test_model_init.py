@@ -74,8 +74,9 @@ def test_a_trained_tokenizer_replaces_the_vocabulary_deterministically(
 
 
 def test_random_model_takes_the_tokenizer_vocabulary_and_the_seed(tokenizer, tmp_path):
-    first = init_model({**RANDOM, "kind": "colbert"}, tmp_path / "a", tokenizer_dir=tokenizer)
-    second = init_model({**RANDOM, "kind": "colbert"}, tmp_path / "b", tokenizer_dir=tokenizer)
+    colbert = {**RANDOM, "kind": "colbert", "colbert_dim": 8}
+    first = init_model(colbert, tmp_path / "a", tokenizer_dir=tokenizer)
+    second = init_model(colbert, tmp_path / "b", tokenizer_dir=tokenizer)
     model = load_encoder(first)
     assert (model.num_layers, model.hidden_size, len(model.tokenizer)) == (3, 16, 100)
     assert model.backbone.config.vocab_size == 100
@@ -123,3 +124,96 @@ def test_cli_writes_a_model_directory(tokenizer, tmp_path, capsys):
     assert main(missing_tokenizer) == 2
     assert "needs a tokenizer" in capsys.readouterr().err
     assert load_encoder(out).num_layers == 2  # a failed run leaves the old directory intact
+
+
+def _sentence_transformers_folder(tokenizer, root, *, normalize: bool):
+    """A folder saved by sentence-transformers itself: a tiny BERT, mean pooling, and a
+    Normalize module when `normalize` (what makes all-MiniLM-L6-v2 a cosine model), else
+    the dot-product similarity (sentence-transformers' own default would be cosine)."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules as st
+
+    backbone = init_model({**RANDOM, "pooling": "cls"}, root / "backbone",
+                          tokenizer_dir=tokenizer, seed=4)
+    transformer = st.Transformer(str(backbone))
+    modules = [transformer, st.Pooling(transformer.get_embedding_dimension(), "mean")]
+    if normalize:
+        modules.append(st.Normalize())
+    folder = root / ("cosine" if normalize else "dot")
+    similarity = "cosine" if normalize else "dot"
+    SentenceTransformer(modules=modules, device="cpu", similarity_fn_name=similarity).save(
+        str(folder))
+    return folder
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_similarity_and_pooling_are_inherited_from_a_sentence_transformers_folder(
+    tokenizer, tmp_path, normalize
+):
+    from sentence_transformers import SentenceTransformer
+
+    folder = _sentence_transformers_folder(tokenizer, tmp_path, normalize=normalize)
+    model = load_encoder(init_model({"init": str(folder)}, tmp_path / "lead"))
+    assert model.spec.pooling == "mean"
+    assert model.spec.similarity == ("cosine" if normalize else "dot")
+    assert model.spec.scale == (20.0 if normalize else 1.0)
+    if not normalize:  # a folder with neither Normalize nor a similarity: the older dot models
+        settings = json.loads((folder / "config_sentence_transformers.json").read_text())
+        del settings["similarity_fn_name"]
+        (folder / "config_sentence_transformers.json").write_text(json.dumps(settings))
+        old = load_encoder(init_model({"init": str(folder)}, tmp_path / "old"))
+        assert old.spec.similarity == "dot"
+    texts = ["dense retrieval maps queries", "a small student learns", "rivers flow to the sea"]
+    theirs = SentenceTransformer(str(folder), device="cpu")
+    with torch.no_grad():
+        ids = model.tokenizer(texts)["input_ids"]
+        ours = model.encode_passage(collate(ids, model.pad_id)).final
+        scores = model.compute_similarity(ours, ours)
+    embeddings = theirs.encode(texts, convert_to_tensor=True)
+    torch.testing.assert_close(ours, embeddings, atol=1e-5, rtol=1e-5)
+    # lead's training scores are the model's own similarity, times its scale
+    expected = theirs.similarity(embeddings, embeddings) if normalize else embeddings @ embeddings.T
+    torch.testing.assert_close(scores, model.spec.scale * expected, atol=1e-4, rtol=1e-5)
+    # and the export carries it: sentence-transformers scores lead's folder the same way
+    exported = SentenceTransformer(str(tmp_path / "lead"), device="cpu")
+    assert exported.similarity_fn_name == ("cosine" if normalize else "dot")
+    torch.testing.assert_close(exported.encode(texts, convert_to_tensor=True), ours,
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_explicit_similarity_overrides_the_inherited_one(tokenizer, tmp_path):
+    folder = _sentence_transformers_folder(tokenizer, tmp_path, normalize=True)
+    settings = {"init": str(folder), "similarity": "dot", "pooling": "cls", "scale": 2.0}
+    model = load_encoder(init_model(settings, tmp_path / "lead"))
+    assert (model.spec.similarity, model.spec.pooling, model.spec.scale) == ("dot", "cls", 2.0)
+
+
+def test_packaged_minilm_is_a_cosine_model_with_mean_pooling():
+    from lead.modeling.init import resolve_model_settings
+
+    resolved = resolve_model_settings({"init": "package:minilm"})
+    assert (resolved["similarity"], resolved["pooling"], resolved["scale"]) == (
+        "cosine", "mean", 20.0)
+    plain = resolve_model_settings(RANDOM)  # the release's models: dot product, CLS
+    assert (plain["similarity"], plain["pooling"], plain["scale"]) == ("dot", "cls", 1.0)
+
+
+def test_a_hub_id_resolves_from_the_local_cache_and_an_uncached_one_is_a_clear_error(
+    tokenizer, tmp_path, monkeypatch
+):
+    """A hub cache laid out as huggingface_hub writes it (refs/main -> a snapshot folder)."""
+    cache = tmp_path / "hub"
+    repo = cache / "models--lead-test--tiny"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    init_model({**RANDOM, "pooling": "mean"}, snapshot, tokenizer_dir=tokenizer)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    assert source_dir("lead-test/tiny") == snapshot
+    model = load_encoder(init_model({"init": "lead-test/tiny"}, tmp_path / "from-hub"))
+    assert model.spec.pooling == "mean"  # its lead.json, inherited
+    with pytest.raises(ConfigError, match=r"'lead-test/absent'.*Hugging Face cache.*hf download"):
+        source_dir("lead-test/absent")

@@ -15,7 +15,8 @@ from lead.losses import (
     response_kl,
     reverse_kl,
 )
-from lead.modeling import DistillationObjective, load_encoder
+from lead.modeling import load_encoder
+from lead.training.objective import DistillationObjective
 
 GROUP = 2
 PAIRS = [(1, 1), (3, 2)]
@@ -115,16 +116,24 @@ def grads_reach(module) -> bool:
 
 # Which model a term alone sends gradients to, given (teacher_trainable, detach_teacher_targets).
 # None: the term does not exist in that setting (teacher-only terms of a frozen teacher).
+# detach_teacher_targets: no gradient from the student's terms reaches the teacher, and the
+# teacher still trains on its own terms (its CE, and the reverse KL with the student as target).
 def expected_flow(term, trainable, detach):
     teacher_only = term in ("teacher_ce", "reverse_kl")
     if teacher_only and not trainable:
         return None
-    to_student = term != "teacher_ce"
+    to_student = {
+        "student_ce": True,
+        "teacher_ce": False,
+        "response_kl": True,
+        "reverse_kl": not detach,
+        "layer": True,
+    }[term]
     to_teacher = {
         "student_ce": False,
         "teacher_ce": True,
         "response_kl": trainable and not detach,
-        "reverse_kl": not detach,
+        "reverse_kl": True,
         "layer": trainable and not detach,
     }[term]
     return to_student, to_teacher
@@ -237,3 +246,80 @@ def test_a_few_steps_of_lead_lower_the_loss_across_vocabularies_sizes_and_depths
     with torch.no_grad():
         losses.append(run(objective, batches).loss.item())
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+def _layer_vectors(model, batch_):
+    """What the teacher's layer cache holds for a batch: (N, L, d) pooled states of every block."""
+    layers = list(range(1, model.num_layers + 1))
+    reps = model.encode_passage(batch_, layers)
+    return torch.stack([reps.layers[i] for i in layers], dim=1)
+
+
+@pytest.mark.parametrize("method", ["response", "lead"])
+def test_a_frozen_teachers_cached_layers_give_the_live_teachers_loss(models, method):
+    objective, batches = setup(models, method=method, teacher_trainable=False)
+    teacher = objective.teacher
+    with torch.no_grad():
+        cached = (_layer_vectors(teacher, batches[2]), _layer_vectors(teacher, batches[3]))
+    live = run(objective, batches)
+    from_cache = objective(*batches[:2], *cached, layer_pairs=PAIRS, group_size=GROUP)
+    assert live.components.keys() == from_cache.components.keys()
+    for name, value in live.components.items():
+        torch.testing.assert_close(from_cache.components[name], value, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(from_cache.loss, live.loss, atol=1e-5, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def cosine_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cosine")
+    student_tok = make_tokenizer(root / "student-tok", vocab_size=90)
+    teacher_tok = make_tokenizer(root / "teacher-tok", vocab_size=140, lowercase=False)
+    dirs = {
+        "student": make_model(root / "student", student_tok, layers=2, hidden=16, pooling="mean",
+                              similarity="cosine", scale=20.0),
+        "teacher": make_model(root / "teacher", teacher_tok, layers=3, hidden=24, pooling="mean",
+                              similarity="cosine", scale=10.0, seed=1),
+    }
+    for seed, path in enumerate(dirs.values()):
+        spread_weights(path, seed)
+    return dirs
+
+
+@pytest.mark.parametrize("layer_similarity", ["model", "dot"])
+def test_cosine_models_are_scored_as_trained_and_their_layers_as_configured(
+    cosine_models, layer_similarity
+):
+    student, teacher = load_encoder(cosine_models["student"]), load_encoder(cosine_models["teacher"])
+    objective = DistillationObjective(student, teacher, "lead", {
+        "teacher_trainable": False, "layer_similarity": layer_similarity}).eval()
+    batches = (batch(student, QUERIES), batch(student, PASSAGES),
+               batch(teacher, QUERIES), batch(teacher, PASSAGES))
+    output = run(objective, batches)
+    normalize = torch.nn.functional.normalize
+
+    def scores(model, queries, passages, layers, scale):
+        q, p = model.encode_query(queries, layers), model.encode_passage(passages, layers)
+        final = scale * normalize(q.final, dim=-1) @ normalize(p.final, dim=-1).T
+        if layer_similarity == "model":
+            per_layer = [scale * normalize(q.layers[i], dim=-1) @ normalize(p.layers[i], dim=-1).T
+                         for i in layers]
+        else:
+            per_layer = [q.layers[i] @ p.layers[i].T for i in layers]
+        return final, per_layer
+
+    with torch.no_grad():
+        s_final, s_layers = scores(student, *batches[:2], [1, 2], 20.0)
+        t_final, t_layers = scores(teacher, *batches[2:], [1, 3], 10.0)
+    labels = gold_labels(3, GROUP)
+    layer, _ = lead_layer_loss(t_layers, s_layers, labels)
+    torch.testing.assert_close(output.components["student_ce"], contrastive_loss(s_final, labels))
+    torch.testing.assert_close(output.components["response_kl"], response_kl(t_final, s_final))
+    torch.testing.assert_close(output.components["layer"], layer)
+
+
+def test_loss_terms_are_fp32_under_bf16_autocast(models):
+    objective, batches = setup(models)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = run(objective, batches)
+    assert output.loss.dtype == torch.float32
+    assert all(value.dtype == torch.float32 for value in output.components.values())

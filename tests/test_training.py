@@ -29,7 +29,7 @@ from lead.errors import DataError
 from lead.io import write_table
 from lead.training.checkpoint import CHECKPOINT_FILE
 from lead.training.data import Groups, ModelTokens, TokenTable, TrainingData
-from lead.training.loop import linear_schedule
+from lead.training.optim import linear_schedule
 from lead.training.validation import candidate_pool
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,12 +135,14 @@ def _optimisation(**overrides) -> dict:
 
 
 def _distill_argv(world, out: Path, method: str = "lead", groups: Path | None = None,
-                  teacher: Path | None = None, **settings) -> list[str]:
+                  teacher: Path | None = None, student: Path | None = None,
+                  **settings) -> list[str]:
     distillation = {"optimisation": _optimisation(**settings.pop("optimisation", {})),
                     "layers": {"k": 2}, **settings}
     return [
         "distill", "--method", method, "--settings", dumps({"distillation": distillation}),
-        "--teacher", str(teacher or world["teacher"]), "--student", str(world["student"]),
+        "--teacher", str(teacher or world["teacher"]),
+        "--student", str(student or world["student"]),
         "--teacher-corpus-tokens", str(world["teacher_corpus_tokens"]),
         "--teacher-query-tokens", str(world["teacher_train_queries_tokens"]),
         "--student-corpus-tokens", str(world["student_corpus_tokens"]),
@@ -271,7 +273,7 @@ def _log(out: Path):
     return pq.read_table(out / "log.parquet").to_pandas()
 
 
-TIMING = ["examples_per_s", "memory_mb"]
+TIMING = ["examples_per_s", "seconds_per_step", "memory_mb"]
 
 
 @pytest.fixture(scope="module")
@@ -289,16 +291,17 @@ def test_lead_distillation_between_different_tokenizers_lowers_the_loss(world, l
     from lead.modeling import load_encoder
 
     log = _log(lead_run)
-    assert log["step"].tolist() == list(range(1, 25))
+    assert log["step"].tolist() == list(range(0, 25))  # step 0: the initial model's dev row
+    steps = log[log["step"] > 0]
     for column in ("loss", "student_ce", "teacher_ce", "response_kl", "reverse_kl", "layer",
                    "lr", "teacher_lr", "grad_norm", "teacher_grad_norm", *TIMING):
-        assert log[column].notna().all(), column
+        assert steps[column].notna().all(), column
     assert all(len(pairs) == 2 and all(t >= 1 and s >= 1 for t, s in pairs)
-               for pairs in log["layers"])
-    assert all(abs(sum(w) - 1) < 1e-5 for w in log["layer_weights"])
-    assert log["loss"].iloc[-6:].mean() < log["loss"].iloc[:6].mean() - 0.2
+               for pairs in steps["layers"])
+    assert all(abs(sum(w) - 1) < 1e-5 for w in steps["layer_weights"])
+    assert steps["loss"].iloc[-6:].mean() < steps["loss"].iloc[:6].mean() - 0.2
     evaluated = log.dropna(subset=["dev_RR@10"])
-    assert evaluated["step"].tolist() == [8, 16, 24]
+    assert evaluated["step"].tolist() == [0, 8, 16, 24]
     # The saved model is the best one on dev, and loads both ways.
     best = evaluated["dev_RR@10"].idxmax()
     assert _checkpoint(lead_run)["progress"]["best_step"] == log["step"][best]
@@ -350,9 +353,10 @@ def test_two_gloo_processes_take_the_same_steps_as_one_process_on_the_whole_batc
     world, tmp_path
 ):
     """Loss, pre-clip gradient norms (clipping active) and weights after 2 steps of 2
-    accumulated micro-batches, and the dev metrics of the sharded evaluation."""
+    accumulated micro-batches, and the dev metrics of the sharded evaluation (with the exact
+    gradient scale; tests/test_distributed.py checks the release's 1/G)."""
     settings = {"steps": 2, "checkpoint_every": 1, "eval_every": 2, "max_grad_norm": 0.5,
-                "gradient_accumulation": 2}
+                "gradient_accumulation": 2, "gradient_scale": "exact"}
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(_distill_argv(world, one, optimisation={**settings, "batch_size": 4})) == 0
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -361,7 +365,7 @@ def test_two_gloo_processes_take_the_same_steps_as_one_process_on_the_whole_batc
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     log_one, log_two = _log(one), _log(two)
-    assert (log_one["grad_norm"] > 0.5).all()  # clipping happened
+    assert (log_one["grad_norm"].dropna() > 0.5).all()  # clipping happened
     numbers = [c for c in log_one.columns if c not in (*TIMING, "layers", "layer_weights", "step")]
     assert np.allclose(log_one[numbers].to_numpy(float), log_two[numbers].to_numpy(float),
                        rtol=1e-5, atol=1e-6, equal_nan=True)
@@ -388,7 +392,7 @@ def test_baselines_train_only_what_their_method_says(world, tmp_path, method, se
     losses = set(log.columns) - {"step", "lr", "grad_norm", "layers", "layer_weights", *TIMING}
     assert {c for c in losses if not c.startswith("dev_")} == columns
     assert set(_checkpoint(tmp_path)["models"]) == {"student"}  # the teacher is not trained
-    assert log["layers"].map(len).eq(0).all()
+    assert log["layers"].dropna().map(len).eq(0).all() and log["layers"].notna().sum() == 3
 
 
 # ------------------------------------------------------------------------------ bad input
@@ -396,7 +400,7 @@ def test_baselines_train_only_what_their_method_says(world, tmp_path, method, se
 
 def _poison_from_step(monkeypatch, step: int) -> None:
     """Make the objective's loss NaN from optimizer step `step` on (one micro-batch a step)."""
-    from lead.modeling import DistillationObjective
+    from lead.training.objective import DistillationObjective
 
     original = DistillationObjective.forward
     calls = {"n": 0}
@@ -415,7 +419,7 @@ def _train_argv(world, out: Path, **optimisation) -> list[str]:
     settings = {"optimisation": _optimisation(**{"steps": 12, "checkpoint_every": 4,
                                                  "eval_every": 4, **optimisation})}
     return [
-        "train", "--settings", dumps(settings), "--model", str(world["student"]),
+        "warmup", "--settings", dumps(settings), "--model", str(world["student"]),
         "--corpus-tokens", str(world["student_corpus_tokens"]),
         "--query-tokens", str(world["student_train_queries_tokens"]),
         "--groups", str(world["groups"]),
@@ -439,7 +443,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(
     assert not (tmp_path / "model").exists()
     monkeypatch.undo()
     assert main(_train_argv(world, tmp_path)) == 0  # resumes from step 4 and finishes
-    assert _log(tmp_path)["step"].tolist() == list(range(1, 13))
+    assert _log(tmp_path)["step"].tolist() == list(range(0, 13))
     assert (tmp_path / "model" / "lead.json").is_file()
 
 
@@ -478,8 +482,11 @@ def test_a_model_directory_without_tokenizer_or_not_matching_the_config_fails(
 
 def test_lead_takes_its_layer_scores_from_the_same_forward_pass_as_response(world):
     """LEAD costs no extra encoder forward: one per model for queries and one for passages."""
-    from lead.modeling import DistillationObjective, load_encoder
-    from lead.training.loop import Processes, make_trainee, train_step
+    from lead.distributed import Processes
+    from lead.modeling import load_encoder
+    from lead.training.loop import train_step
+    from lead.training.objective import DistillationObjective
+    from lead.training.optim import make_trainee
 
     data = _training_data(world)
     counts = {}
@@ -505,9 +512,8 @@ def test_lead_takes_its_layer_scores_from_the_same_forward_pass_as_response(worl
 def _dev_set(world, pool_size=40):
     from lead.training.validation import load_dev_set
 
-    corpus = TokenTable.read(world["student_corpus_tokens"])
-    return load_dev_set(world["student_dev_queries_tokens"], world["dev_qrels"], corpus,
-                        pool_size, seed=3)
+    return load_dev_set(world["student_dev_queries_tokens"], world["dev_qrels"],
+                        world["student_corpus_tokens"], pool_size, seed=3)
 
 
 def _scoring(batch_size=7, rank=0, world_size=1):
@@ -555,9 +561,78 @@ def test_dev_evaluation_scores_colbert_and_cross_encoder_models(world, tmp_path,
     tokenizer = AutoTokenizer.from_pretrained(world["student"])
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
                         num_attention_heads=2, intermediate_size=32, max_position_embeddings=64)
-    encoder = build_encoder(EncoderSpec(kind=kind, colbert_dim=8), BertModel(config), tokenizer)
+    spec = EncoderSpec(kind=kind, colbert_dim=8, colbert_markers=False)  # a trained vocabulary
+    encoder = build_encoder(spec, BertModel(config), tokenizer)
     metrics = evaluate_model(encoder, _dev_set(world), depth=12, measures=["RR@10", "R@12"],
                              scoring=_scoring(), seed=3)
     assert set(metrics) == {"RR@10", "R@12"} and all(0 <= v <= 1 for v in metrics.values())
     if kind == "cross":  # every query reranks its judged passages among its 12 candidates
         assert metrics["R@12"] == 1.0
+
+
+# ------------------------------------------------------------------------------ new behaviour
+
+
+@pytest.mark.slow
+def test_the_initial_model_is_kept_when_training_only_hurts(world, lead_run, tmp_path):
+    """From a trained student, a learning rate that wrecks it: no dev evaluation beats step
+    0's, so the saved model is the initial one, weight for weight."""
+    optimisation = {"steps": 8, "eval_every": 4, "checkpoint_every": 4, "learning_rate": 0.3,
+                    "warmup_ratio": 0.0}
+    trained = lead_run / "model"
+    assert main(_distill_argv(world, tmp_path, "none", student=trained,
+                              optimisation=optimisation)) == 0
+    log = _log(tmp_path).dropna(subset=["dev_RR@10"])
+    assert log["step"].tolist() == [0, 4, 8]
+    assert (log["dev_RR@10"].iloc[1:] < log["dev_RR@10"].iloc[0]).all()
+    assert _checkpoint(tmp_path)["progress"]["best_step"] == 0
+    initial, saved = _weights(trained), _weights(tmp_path / "model")
+    assert all(torch.equal(initial[name], saved[name]) for name in initial)
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "selected at step | 0 of 8" in card and "none" in card
+
+
+@pytest.mark.slow
+def test_a_jointly_trained_teachers_dev_metric_is_logged(world, tmp_path):
+    argv = _distill_argv(world, tmp_path, optimisation={"steps": 4, "eval_every": 2,
+                                                        "checkpoint_every": 4})
+    argv += ["--teacher-dev-query-tokens", str(world["teacher_dev_queries_tokens"])]
+    assert main(argv) == 0
+    log = _log(tmp_path).dropna(subset=["dev_RR@10"])
+    assert log["step"].tolist() == [0, 2, 4]
+    assert log["teacher_dev_RR@10"].notna().all()
+    assert log["teacher_dev_RR@10"].tolist() != log["dev_RR@10"].tolist()
+
+
+@pytest.mark.slow
+def test_a_frozen_teacher_read_from_its_layer_cache_trains_the_student_as_the_live_one(
+    world, tmp_path
+):
+    from lead.config import resolve
+    from lead.training.teacher_cache import cache_file
+
+    cache = resolve("distillation", {})["teacher_cache"]
+    files = {}
+    for role, tokens in (("query", "teacher_train_queries_tokens"),
+                         ("passage", "teacher_corpus_tokens")):
+        files[role] = tmp_path / f"cache-{role}.parquet"
+        cache_file(world["teacher"], world[tokens], role, files[role], cache, batch_size=7)
+    settings = {"teacher_trainable": False,
+                "optimisation": {"steps": 6, "eval_every": 3, "checkpoint_every": 6}}
+    live, cached = tmp_path / "live", tmp_path / "cached"
+    assert main(_distill_argv(world, live, **settings)) == 0
+    argv = _distill_argv(world, cached, **settings)
+    argv += ["--teacher-cache-queries", str(files["query"]),
+             "--teacher-cache-passages", str(files["passage"])]
+    assert main(argv) == 0
+    a, b = _log(live), _log(cached)
+    numbers = [c for c in a.columns if c not in (*TIMING, "layers", "layer_weights", "step")]
+    assert np.allclose(a[numbers].to_numpy(float), b[numbers].to_numpy(float), rtol=1e-5,
+                       atol=1e-5, equal_nan=True)
+    first, second = _weights(live / "model"), _weights(cached / "model")
+    assert all(torch.allclose(first[n], second[n], atol=1e-5) for n in first)
+    # a jointly trained teacher cannot be read from a cache
+    joint = _distill_argv(world, tmp_path / "joint")
+    joint += ["--teacher-cache-queries", str(files["query"]),
+              "--teacher-cache-passages", str(files["passage"])]
+    assert main(joint) == 2

@@ -21,7 +21,7 @@ TEXTS = [
     "the cross encoder reads the query and the passage together",
     "late interaction keeps one vector per token",
 ]
-SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[unused1]", "[unused2]"]
 
 
 def make_tokenizer(path: Path, vocab_size: int = 120, lowercase: bool = True) -> Path:
@@ -59,14 +59,17 @@ def make_model(
     pooling: str = "cls",
     shared_towers: bool = True,
     model_type: str = "bert",
+    colbert_dim: int | None = None,
     seed: int = 0,
+    **spec,
 ) -> Path:
     settings = {
         "init": "random",
         "kind": kind,
         "pooling": pooling,
         "shared_towers": shared_towers,
-        "colbert_dim": 8,
+        "colbert_dim": colbert_dim,
+        **spec,
         "architecture": {
             "model_type": model_type,
             "num_hidden_layers": layers,

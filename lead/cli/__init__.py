@@ -1,6 +1,5 @@
-"""Thin command-line entry points, one module per stage.
+"""One module per stage of `python -m lead` (the table is lead.__main__.STAGES).
 
-Each module defines `register(subparsers)`, which adds its subcommand(s) and sets
-`run=<function(args)>`; heavy imports happen inside the run functions so that `--help` and
-light stages start fast.
+Each module's docstring is its stage's description; it defines HELP (one line),
+add_arguments(parser) and run(args). Heavy imports stay inside run(), so `--help` is fast.
 """

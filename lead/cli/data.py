@@ -1,26 +1,21 @@
-"""`python -m lead data`: build corpus, queries and qrels parquet from the configured source."""
+"""Build corpus.parquet, queries/{split}.parquet and qrels/{split}.parquet from the config's
+`dataset` section (any source); the output folder is replaced as a whole."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+HELP = "build corpus, queries and qrels parquet from the configured source"
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "data",
-        help="build corpus.parquet, queries/{split}.parquet and qrels/{split}.parquet",
-        description="Build the dataset of the config's `dataset` section (any source).",
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--settings", default="{}", help="the dataset section, as JSON")
     parser.add_argument("--out", required=True, type=Path, help="output folder (replaced)")
     parser.add_argument(
-        "--cache",
-        type=Path,
-        default=None,
+        "--cache", type=Path, default=None,
         help="download cache (default: $LEAD_CACHE, else ~/.cache/lead)",
     )
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -1,18 +1,15 @@
-"""`python -m lead encode`: embeddings of a tokens file (one shard of it) with a dual encoder."""
+"""Stream a tokens parquet (or one contiguous shard of its rows) through a dual encoder and
+write an embeddings parquet in the same row order."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+HELP = "embed tokenized queries or passages with a dual encoder"
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "encode",
-        help="embed tokenized queries or passages with a dual encoder",
-        description="Stream a tokens parquet (or one contiguous shard of its rows) through a "
-        "dual encoder and write an embeddings parquet in the same row order.",
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, type=Path, help="model directory (lead.json)")
     parser.add_argument("--tokens", required=True, type=Path, help="tokens parquet")
     parser.add_argument("--role", required=True, choices=["query", "passage"])
@@ -24,20 +21,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--num-shards", type=int, help="number of shards (default: the settings' `shards`)"
     )
     parser.add_argument("--settings", help="the config's `encode` section as JSON")
-    parser.set_defaults(run=_run)
 
 
-def _run(args: argparse.Namespace) -> None:
-    from lead.config import parse_settings, resolve
-    from lead.encode import encode_file
+def shard_arguments(args: argparse.Namespace, settings: dict) -> tuple[int, int]:
     from lead.errors import ConfigError
 
-    settings = resolve("encode", parse_settings(args.settings))
     if args.shard is None and args.num_shards is not None:
         raise ConfigError("--num-shards needs --shard")
     shard = args.shard or 0
-    num_shards = 1 if args.shard is None else args.num_shards or settings["shards"]
-    encode_file(
-        args.model, args.tokens, args.role, args.out, settings,
-        shard=shard, num_shards=num_shards,
-    )
+    return shard, 1 if args.shard is None else args.num_shards or settings["shards"]
+
+
+def run(args: argparse.Namespace) -> None:
+    from lead.config import parse_settings, resolve
+    from lead.encode import encode_file
+
+    settings = resolve("encode", parse_settings(args.settings))
+    shard, num_shards = shard_arguments(args, settings)
+    encode_file(args.model, args.tokens, args.role, args.out, settings,
+                shard=shard, num_shards=num_shards)

@@ -1,37 +1,30 @@
-"""`python -m lead negatives`: training groups (query, positives, hard negatives)."""
+"""Training groups (query, positives, hard negatives): rank candidates per training query by
+the configured source (bm25: the corpus with bm25s; given: a qid/pos/neg triples file; dense: a
+run from the search stage), remove every positive, keep the first `depth`."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+HELP = "build training groups with hard negatives (bm25, given triples or a dense run)"
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "negatives",
-        help="build training groups with hard negatives (bm25, given triples or a dense run)",
-        description="Rank candidates per training query by the configured source (bm25: the "
-        "corpus with bm25s; given: a qid/pos/neg triples file; dense: a run from the search "
-        "stage), remove every positive, keep the first `depth`.",
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--settings", help="the config's `negatives` section as JSON")
     parser.add_argument("--corpus", type=Path, help="corpus parquet (bm25)")
     parser.add_argument("--queries", type=Path, help="training queries parquet (bm25)")
     parser.add_argument("--qrels", required=True, type=Path, help="training qrels parquet")
     parser.add_argument("--out", required=True, type=Path, help="groups parquet to write")
     parser.add_argument("--given", type=Path, help="triples TSV (.gz ok); default: given_path")
-    parser.add_argument(
-        "--run", dest="run_path", metavar="RUN", type=Path,
-        help="run parquet of the mining model (dense)",
-    )
+    parser.add_argument("--run", type=Path, help="run parquet of the mining model (dense)")
     parser.add_argument(
         "--strict", action="store_true",
         help="fail on a query without any positive instead of dropping it with a warning",
     )
-    parser.set_defaults(run=_run)
 
 
-def _run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> None:
     from lead.config import parse_settings, resolve
     from lead.data import negatives
     from lead.errors import ConfigError
@@ -53,8 +46,8 @@ def _run(args: argparse.Namespace) -> None:
             raise ConfigError("negatives source given needs --given or negatives.given_path")
         negatives.given_groups(triples, args.qrels, args.out, **common)
     else:
-        if args.run_path is None:
+        if args.run is None:
             raise ConfigError("negatives source dense needs --run (the mining model's run)")
         negatives.dense_groups(
-            args.run_path, args.qrels, args.out, retrieve_depth=settings["retrieve_depth"], **common
+            args.run, args.qrels, args.out, retrieve_depth=settings["retrieve_depth"], **common
         )

@@ -1,54 +1,60 @@
-"""`python -m lead report`: the markdown report with metrics, significance and training plots."""
+"""The markdown report: metrics of every model side by side per collection and split, LEAD's
+tests against each baseline across seeds and per query, and the training plots."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from lead.errors import ConfigError
+HELP = "metrics tables, LEAD's significance tests and training plots"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    report = subparsers.add_parser(
-        "report", help="metrics table, LEAD's paired significance and training plots"
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--settings", default="{}", help="JSON of the config's evaluate section")
+    parser.add_argument(
+        "--metrics", action="append", default=[], metavar="COLLECTION=DIR",
+        help="a collection's metrics directory, holding {model}/{split}/per_query.parquet "
+        "(repeat for several)",
     )
-    report.add_argument("--settings", default="{}", help="JSON of the config's evaluate section")
-    report.add_argument(
-        "--metrics-root", required=True, type=Path,
-        help="directory holding {model}/{split}/summary.parquet and per_query.parquet",
-    )
-    report.add_argument(
+    parser.add_argument(
         "--log", action="append", default=[], metavar="NAME=PATH",
         help="a training log to plot under NAME (repeat for several)",
     )
-    report.add_argument("--splits", required=True, nargs="+", help="evaluation splits")
-    report.add_argument(
-        "--models", nargs="+",
-        help="rows of the table, in order (default: lead.report.DEFAULT_MODELS, i.e. teacher "
-        "student-none student-response student-lead)",
-    )
-    report.add_argument("--out", required=True, type=Path, help="markdown report to write")
-    report.add_argument("--plots", required=True, type=Path, help="directory for PNG plots")
-    report.set_defaults(run=_report)
+    parser.add_argument("--splits", required=True, nargs="+", metavar="COLLECTION:SPLIT",
+                        help="evaluation splits, each as collection:split")
+    parser.add_argument("--models", required=True, nargs="+",
+                        help="rows of the tables, in order")
+    parser.add_argument("--out", required=True, type=Path, help="markdown report to write")
+    parser.add_argument("--plots", required=True, type=Path, help="directory for PNG plots")
 
 
-def _parse_logs(pairs: list[str]) -> dict[str, Path]:
-    logs: dict[str, Path] = {}
-    for pair in pairs:
-        name, separator, path = pair.partition("=")
-        if not separator or not name or not path:
-            raise ConfigError(f"--log {pair!r}: expected NAME=PATH")
-        if name in logs:
-            raise ConfigError(f"--log: name {name!r} given twice")
-        logs[name] = Path(path)
-    return logs
+def _pairs(values: list[str], flag: str, separator: str = "=") -> dict[str, str]:
+    from lead.errors import ConfigError
+
+    pairs: dict[str, str] = {}
+    for value in values:
+        name, found, rest = value.partition(separator)
+        if not found or not name or not rest:
+            raise ConfigError(f"{flag} {value!r}: expected NAME{separator}VALUE")
+        if name in pairs:
+            raise ConfigError(f"{flag}: name {name!r} given twice")
+        pairs[name] = rest
+    return pairs
 
 
-def _report(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> None:
     from lead.config import parse_settings
-    from lead.report import DEFAULT_MODELS, build_report
+    from lead.errors import ConfigError
+    from lead.report import build_report
 
-    build_report(
-        parse_settings(args.settings), args.metrics_root, _parse_logs(args.log), args.out,
-        args.plots, splits=args.splits, models=args.models or DEFAULT_MODELS,
-    )
+    metrics = {name: Path(path) for name, path in _pairs(args.metrics, "--metrics").items()}
+    splits = []
+    for value in args.splits:
+        collection, found, split = value.partition(":")
+        if not found or collection not in metrics:
+            raise ConfigError(f"--splits {value!r}: expected COLLECTION:SPLIT with a collection "
+                              f"given by --metrics ({sorted(metrics)})")
+        splits.append((collection, split))
+    logs = {name: Path(path) for name, path in _pairs(args.log, "--log").items()}
+    build_report(parse_settings(args.settings), metrics, logs, args.out, args.plots,
+                 splits=splits, models=args.models)

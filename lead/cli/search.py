@@ -1,18 +1,15 @@
-"""`python -m lead search`: top-k inner-product retrieval of query embeddings over corpus shards."""
+"""Rank every corpus shard's embeddings for each query by inner product and merge the shards
+into one run (score desc, doc_id asc); optionally also write it in TREC format."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+HELP = "retrieve the top `depth` passages per query (faiss flat, HNSW or IVF-PQ)"
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "search",
-        help="retrieve the top `depth` passages per query (faiss flat, HNSW or IVF-PQ)",
-        description="Rank every corpus shard's embeddings for each query by inner product and "
-        "merge the shards into one run (score desc, doc_id asc).",
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queries", required=True, type=Path, help="query embeddings parquet")
     parser.add_argument(
         "--corpus", required=True, nargs="+", type=Path, metavar="EMB_SHARD",
@@ -22,10 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--trec", type=Path, help="also write the run in TREC format here")
     parser.add_argument("--tag", default="lead", help="TREC run tag (default: lead)")
     parser.add_argument("--settings", help="the config's `search` section as JSON")
-    parser.set_defaults(run=_run)
 
 
-def _run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> None:
     from lead.config import parse_settings, resolve
     from lead.evaluate import export_trec
     from lead.search import search

@@ -1,4 +1,4 @@
-"""Retrieval models (dual encoder, ColBERT, cross-encoder), layer selection and the objective."""
+"""Retrieval models: dual encoder, ColBERT and cross-encoder over any Hugging Face backbone."""
 
 from lead.modeling.encoders import (
     ColbertEncoder,
@@ -10,18 +10,13 @@ from lead.modeling.encoders import (
     collate,
     load_encoder,
 )
-from lead.modeling.layers import LayerSelector
-from lead.modeling.objective import DistillationObjective, ObjectiveOutput
 
 __all__ = [
     "ColbertEncoder",
     "CrossEncoder",
-    "DistillationObjective",
     "DualEncoder",
     "Encoder",
     "EncoderSpec",
-    "LayerSelector",
-    "ObjectiveOutput",
     "Reps",
     "collate",
     "load_encoder",

@@ -5,9 +5,14 @@ of each Transformer block, because LEAD aligns intermediate layers. "Layer i" is
 block i, 1-based: hidden_states[i]; hidden_states[0] is the embedding output and not a layer.
 Layer counts and sizes come from the model config, never from a model's name.
 
+A model is scored the way it was trained: its `similarity` (dot or cosine) and `scale` (the
+inverse temperature a cosine model was trained with) are part of its description, inherited
+from its initialisation (lead.modeling.init). Scores, MaxSim and everything built on them are
+computed in fp32 even when the encoders run under bf16 autocast.
+
 A model directory holds the backbone (save_pretrained, safetensors), its tokenizer, lead.json
-(how to use it: kind, pooling, towers, max lengths) and, for a shared-tower dual encoder, the
-sentence-transformers files, so `SentenceTransformer(dir)` gives the same embeddings.
+(how to use it: kind, pooling, similarity, towers, max lengths) and, for a shared-tower dual
+encoder, the sentence-transformers files (lead.modeling.export).
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ QUERY_TOWER_DIR = "query_model"
 HEAD_FILE = "lead_head.safetensors"
 KINDS = ("dual", "colbert", "cross")
 POOLINGS = ("cls", "mean")
+SIMILARITIES = ("dot", "cosine")
+TOKEN_TYPES = ("zero", "segments")
+# The release's ColBERT markers: [Q] and [D] take the place of [CLS].
+COLBERT_MARKERS = {"query": "[unused1]", "passage": "[unused2]"}
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
 
 Batch = dict[str, Tensor]
@@ -44,20 +53,32 @@ class EncoderSpec:
 
     kind: str = "dual"
     pooling: str = "cls"
+    similarity: str = "dot"
+    scale: float = 1.0
     shared_towers: bool = True
     query_max_length: int = 32
     passage_max_length: int = 256
-    colbert_dim: int = 128
+    colbert_dim: int | None = None
+    colbert_markers: bool = True
+    colbert_query_augmentation: bool = True
+    cross_token_types: str = "zero"
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ConfigError(f"model kind {self.kind!r} is unknown; expected one of {KINDS}")
-        if self.pooling not in POOLINGS:
-            raise ConfigError(f"pooling {self.pooling!r} is unknown; expected one of {POOLINGS}")
+        for name, value, allowed in (
+            ("kind", self.kind, KINDS),
+            ("pooling", self.pooling, POOLINGS),
+            ("similarity", self.similarity, SIMILARITIES),
+            ("cross_token_types", self.cross_token_types, TOKEN_TYPES),
+        ):
+            if value not in allowed:
+                raise ConfigError(f"model {name} {value!r} is unknown; expected one of {allowed}")
+        if self.kind != "dual" and self.similarity != "dot":
+            raise ConfigError(f"similarity {self.similarity!r} applies to dual encoders only")
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> EncoderSpec:
-        """Pick the spec's fields out of a (resolved) teacher/student config section."""
+        """Pick the spec's fields out of a resolved teacher/student config section (inherited
+        values already filled in by lead.modeling.init.resolve_model_settings)."""
         return cls(**{f.name: settings[f.name] for f in fields(cls) if f.name in settings})
 
     @classmethod
@@ -80,9 +101,11 @@ class EncoderSpec:
 class Reps:
     """A batch of texts at the final layer and at the requested layers (1-based).
 
-    dual: final (N, d) pooled last block; layers[i] (N, d) pooled block i; mask None.
-    colbert: final (N, T, d') projected, L2-normalised tokens; layers[i] (N, T, h) raw token
-    states of block i (the last block's entry is `final`); mask (N, T) attention mask.
+    dual: final (N, d) the model's representation (pooled last block, L2-normalised for a
+    cosine model); layers[i] (N, d) the raw pooled block i; mask None.
+    colbert: final (N, T, d') L2-normalised token vectors of the last block (projected when
+    the model has a projection); layers[i] (N, T, h) raw token states of block i, the last
+    block included; mask (N, T) the positions MaxSim covers.
     """
 
     final: Tensor
@@ -101,6 +124,25 @@ def collate(token_ids: Sequence[Sequence[int]], pad_id: int) -> Batch:
         input_ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
         attention_mask[i, : len(row)] = 1
     return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def fp32_scores(function):
+    """Run a scoring method with autocast off, on fp32 (or fp64) inputs."""
+
+    def wrapper(self, *tensors: Tensor | None, **options: Any) -> Tensor:
+        device = next((t.device.type for t in tensors if t is not None), "cpu")
+        with torch.autocast(device, enabled=False):
+            return function(self, *(_full(t) for t in tensors), **options)
+
+    wrapper.__doc__ = function.__doc__
+    wrapper.__name__ = function.__name__
+    return wrapper
+
+
+def _full(tensor: Tensor | None) -> Tensor | None:
+    if tensor is None or not tensor.is_floating_point():
+        return tensor
+    return tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.float()
 
 
 class Encoder(nn.Module):
@@ -129,6 +171,11 @@ class Encoder(nn.Module):
             if tower is not None:
                 _freeze_unused_pooler(tower)
 
+    @property
+    def embedding_dim(self) -> int:
+        """The size of one final vector (what the encode stage writes)."""
+        return self.hidden_size
+
     def check_layers(self, layers: Sequence[int]) -> None:
         for layer in layers:
             if not 1 <= layer <= self.num_layers:
@@ -151,36 +198,50 @@ class Encoder(nn.Module):
 
     def encode_query(self, batch: Batch, layers: Sequence[int] = ()) -> Reps:
         tower = self.backbone if self.query_backbone is None else self.query_backbone
-        return self._encode(tower, batch, layers)
+        return self._encode(tower, batch, layers, "query")
 
     def encode_passage(self, batch: Batch, layers: Sequence[int] = ()) -> Reps:
-        return self._encode(self.backbone, batch, layers)
+        return self._encode(self.backbone, batch, layers, "passage")
 
-    def _encode(self, backbone: nn.Module, batch: Batch, layers: Sequence[int]) -> Reps:
+    def _encode(self, backbone: nn.Module, batch: Batch, layers: Sequence[int], role: str) -> Reps:
         raise ConfigError(f"a {self.kind} model has no query or passage representation; "
                           "use score_groups")
 
     def compute_similarity(
         self, q: Tensor, p: Tensor, q_mask: Tensor | None = None, p_mask: Tensor | None = None
     ) -> Tensor:
+        """Final-layer scores of every query against every passage (fp32)."""
+        raise ConfigError(f"a {self.kind} model scores pairs jointly; use score_groups")
+
+    def layer_similarity(
+        self, q: Tensor, p: Tensor, q_mask: Tensor | None = None, p_mask: Tensor | None = None,
+        *, own: bool = True,
+    ) -> Tensor:
+        """Scores at an intermediate layer (fp32); `own`: with the model's own similarity and
+        scale (distillation.layer_similarity: model), else raw dot products (`dot`)."""
         raise ConfigError(f"a {self.kind} model scores pairs jointly; use score_groups")
 
     def score_groups(
-        self, query_batch: Batch, passage_batch: Batch, group_size: int, layers: Sequence[int] = ()
+        self, query_batch: Batch, passage_batch: Batch, group_size: int, layers: Sequence[int] = (),
+        *, own_layer_similarity: bool = True,
     ) -> tuple[Tensor, dict[int, Tensor]]:
         """Scores of each query's own group: (B, g) finally and at each requested layer."""
         query = self.encode_query(query_batch, layers)
         passage = self.encode_passage(passage_batch, layers)
         mask_q, mask_p = query.mask, passage.mask
-
-        def grouped(q: Tensor, p: Tensor) -> Tensor:
-            return own_group(self.compute_similarity(q, p, mask_q, mask_p), group_size)
-
-        per_layer = {i: grouped(query.layers[i], passage.layers[i]) for i in layers}
-        return grouped(query.final, passage.final), per_layer
+        final = own_group(self.compute_similarity(query.final, passage.final, mask_q, mask_p),
+                          group_size)
+        per_layer = {
+            i: own_group(self.layer_similarity(query.layers[i], passage.layers[i], mask_q, mask_p,
+                                               own=own_layer_similarity), group_size)
+            for i in layers
+        }
+        return final, per_layer
 
     def save(self, out_dir: str | Path) -> Path:
         """Write a complete model directory atomically (an existing one is replaced)."""
+        from lead.modeling.export import write_sentence_transformers
+
         out_dir = Path(out_dir)
         with atomic_path(out_dir) as tmp:
             tmp.mkdir()
@@ -193,24 +254,22 @@ class Encoder(nn.Module):
                 save_file({k: v.detach().cpu().contiguous() for k, v in state.items()},
                           tmp / HEAD_FILE)
             self.spec.write(tmp)
-            self._write_sentence_transformers(tmp)
+            if self.kind == "dual" and self.query_backbone is None:
+                write_sentence_transformers(self, tmp)
         return out_dir
-
-    def _write_sentence_transformers(self, model_dir: Path) -> None:
-        """Only a shared-tower dual encoder is one sentence-transformers model."""
 
 
 class DualEncoder(Encoder):
-    """Pooled block outputs scored by a plain dot product (no projection, no normalisation)."""
+    """Pooled block outputs, scored by a dot product or, for cosine models, scale x cosine."""
 
     kind = "dual"
 
-    def _encode(self, backbone: nn.Module, batch: Batch, layers: Sequence[int]) -> Reps:
+    def _encode(self, backbone: nn.Module, batch: Batch, layers: Sequence[int], role: str) -> Reps:
         self.check_layers(layers)
         states = self._hidden_states(backbone, batch)
         mask = batch["attention_mask"]
         return Reps(
-            final=self.pool(states[-1], mask),
+            final=self.represent(self.pool(states[-1], mask)),
             layers={i: self.pool(states[i], mask) for i in layers},
         )
 
@@ -220,50 +279,79 @@ class DualEncoder(Encoder):
         weights = mask.unsqueeze(-1).to(states.dtype)
         return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
+    def represent(self, pooled: Tensor) -> Tensor:
+        """The final vector of a pooled last block: unit length for a cosine model."""
+        return F.normalize(pooled, dim=-1) if self.spec.similarity == "cosine" else pooled
+
+    @fp32_scores
     def compute_similarity(
         self, q: Tensor, p: Tensor, q_mask: Tensor | None = None, p_mask: Tensor | None = None
     ) -> Tensor:
-        return q @ p.T
+        return self.spec.scale * (q @ p.T)
 
-    def _write_sentence_transformers(self, model_dir: Path) -> None:
-        if self.query_backbone is not None:
-            return
-        modules = [
-            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-            {"idx": 1, "name": "1", "path": "1_Pooling",
-             "type": "sentence_transformers.models.Pooling"},
-        ]
-        pooling = {
-            "word_embedding_dimension": self.hidden_size,
-            "pooling_mode_cls_token": self.spec.pooling == "cls",
-            "pooling_mode_mean_tokens": self.spec.pooling == "mean",
-            "pooling_mode_max_tokens": False,
-            "pooling_mode_mean_sqrt_len_tokens": False,
-        }
-        transformer = {"max_seq_length": self.spec.passage_max_length, "do_lower_case": False}
-        _write_json(model_dir / "modules.json", modules)
-        (model_dir / "1_Pooling").mkdir()
-        _write_json(model_dir / "1_Pooling" / "config.json", pooling)
-        _write_json(model_dir / "sentence_bert_config.json", transformer)
+    @fp32_scores
+    def layer_similarity(
+        self, q: Tensor, p: Tensor, q_mask: Tensor | None = None, p_mask: Tensor | None = None,
+        *, own: bool = True,
+    ) -> Tensor:
+        if not own:
+            return q @ p.T
+        return self.spec.scale * (self.represent(q) @ self.represent(p).T)
 
 
 class ColbertEncoder(Encoder):
-    """MaxSim over token vectors: projected and L2-normalised finally, raw in between."""
+    """MaxSim over token vectors, as released: L2-normalised last-block tokens (no projection
+    unless `colbert_dim` is set), raw block states in between and at the last block for the
+    layer loss, [unused1]/[unused2] markers in place of [CLS], and queries padded with attended
+    [MASK] tokens up to the query length (MaxSim then sums over every query position)."""
 
     kind = "colbert"
 
     def __init__(self, backbone: nn.Module, tokenizer: Any, spec: EncoderSpec,
                  query_backbone: nn.Module | None = None):
         super().__init__(backbone, tokenizer, spec, query_backbone)
-        self.head = nn.Linear(self.hidden_size, spec.colbert_dim, bias=False)
+        if spec.colbert_dim is not None:
+            self.head = nn.Linear(self.hidden_size, spec.colbert_dim, bias=False)
+        self.marker_ids = {}
+        if spec.colbert_markers:
+            self.marker_ids = {role: _token_id(tokenizer, token, "colbert_markers")
+                               for role, token in COLBERT_MARKERS.items()}
+        self.mask_id = None
+        if spec.colbert_query_augmentation:
+            self.mask_id = _token_id(tokenizer, tokenizer.mask_token or "[MASK]",
+                                     "colbert_query_augmentation")
 
-    def _encode(self, backbone: nn.Module, batch: Batch, layers: Sequence[int]) -> Reps:
+    @property
+    def embedding_dim(self) -> int:
+        return self.spec.colbert_dim or self.hidden_size
+
+    def _encode(self, backbone: nn.Module, batch: Batch, layers: Sequence[int], role: str) -> Reps:
         self.check_layers(layers)
+        batch = self.prepare(batch, role)
         states = self._hidden_states(backbone, batch)
-        final = F.normalize(self.head(states[-1]), dim=-1)
-        per_layer = {i: final if i == self.num_layers else states[i] for i in layers}
-        return Reps(final=final, layers=per_layer, mask=batch["attention_mask"])
+        last = states[-1] if self.head is None else self.head(states[-1])
+        return Reps(
+            final=F.normalize(last, dim=-1),
+            layers={i: states[i] for i in layers},
+            mask=batch["attention_mask"],
+        )
 
+    def prepare(self, batch: Batch, role: str) -> Batch:
+        """The release's input: the role's marker at position 0; queries padded with attended
+        [MASK] tokens to `query_max_length`."""
+        input_ids, mask = batch["input_ids"].clone(), batch["attention_mask"].clone()
+        if role in self.marker_ids:
+            input_ids[:, 0] = self.marker_ids[role]
+        if role == "query" and self.mask_id is not None:
+            width = max(self.spec.query_max_length, input_ids.shape[1])
+            extra = width - input_ids.shape[1]
+            input_ids = F.pad(input_ids, (0, extra), value=self.pad_id)
+            mask = F.pad(mask, (0, extra), value=0)
+            input_ids = input_ids.masked_fill(mask == 0, self.mask_id)
+            mask = torch.ones_like(mask)
+        return {**batch, "input_ids": input_ids, "attention_mask": mask}
+
+    @fp32_scores
     def compute_similarity(
         self, q: Tensor, p: Tensor, q_mask: Tensor | None = None, p_mask: Tensor | None = None
     ) -> Tensor:
@@ -271,12 +359,21 @@ class ColbertEncoder(Encoder):
             raise ValueError("MaxSim needs the query and passage attention masks")
         return maxsim(q, p, q_mask, p_mask)
 
+    @fp32_scores
+    def layer_similarity(
+        self, q: Tensor, p: Tensor, q_mask: Tensor | None = None, p_mask: Tensor | None = None,
+        *, own: bool = True,
+    ) -> Tensor:
+        if q_mask is None or p_mask is None:
+            raise ValueError("MaxSim needs the query and passage attention masks")
+        return maxsim(q, p, q_mask, p_mask)
+
 
 def maxsim(q: Tensor, p: Tensor, q_mask: Tensor, p_mask: Tensor) -> Tensor:
-    """Σ over real query tokens of the max over real passage tokens of the dot product.
+    """Σ over query positions of the max over real passage tokens of the dot product.
 
-    q (Nq, Tq, d), p (Np, Tp, d), masks 1 for real tokens -> (Nq, Np). Passage padding never
-    wins the max; query padding adds nothing.
+    q (Nq, Tq, d), p (Np, Tp, d), masks 1 where a position counts -> (Nq, Np). Passage padding
+    never wins the max; query positions with mask 0 add nothing.
     """
     token_scores = torch.einsum("qtd,pud->qptu", q, p)
     padding = ~p_mask.bool()[None, :, None, :]
@@ -286,7 +383,8 @@ def maxsim(q: Tensor, p: Tensor, q_mask: Tensor, p_mask: Tensor) -> Tensor:
 
 
 class CrossEncoder(Encoder):
-    """Scores [CLS] q [SEP] p [SEP] with a linear head on [CLS], at every block alike."""
+    """Scores [CLS] q [SEP] title [SEP] text [SEP] with a linear head on [CLS], at every block
+    alike; as released, token type ids are all zero and the head starts from N(0, 0.02)."""
 
     kind = "cross"
 
@@ -294,20 +392,25 @@ class CrossEncoder(Encoder):
                  query_backbone: nn.Module | None = None):
         super().__init__(backbone, tokenizer, spec, query_backbone)
         self.head = nn.Linear(self.hidden_size, 1)
+        nn.init.normal_(self.head.weight, mean=0.0, std=0.02)
+        nn.init.zeros_(self.head.bias)
         self.max_length: int | None = getattr(backbone.config, "max_position_embeddings", None)
 
     def score_groups(
-        self, query_batch: Batch, passage_batch: Batch, group_size: int, layers: Sequence[int] = ()
+        self, query_batch: Batch, passage_batch: Batch, group_size: int, layers: Sequence[int] = (),
+        *, own_layer_similarity: bool = True,
     ) -> tuple[Tensor, dict[int, Tensor]]:
         self.check_layers(layers)
         num_queries = query_batch["input_ids"].shape[0]
         pairs = join_pairs(
             query_batch, passage_batch, group_size, self.pad_id, self.max_length,
+            segments=self.spec.cross_token_types == "segments",
         )
         states = self._hidden_states(self.backbone, pairs)
 
         def scores(block: Tensor) -> Tensor:
-            return self.head(block[:, 0]).view(num_queries, group_size)
+            with torch.autocast(block.device.type, enabled=False):
+                return self.head(_full(block[:, 0])).view(num_queries, group_size)
 
         return scores(states[-1]), {i: scores(states[i]) for i in layers}
 
@@ -318,12 +421,15 @@ def join_pairs(
     group_size: int,
     pad_id: int,
     max_length: int | None = None,
+    *,
+    segments: bool = False,
 ) -> Batch:
     """[CLS] q [SEP] p [SEP] for each query and each passage of its group.
 
-    Both sides were tokenized alone as [CLS] text [SEP]; the passage's leading [CLS] is dropped.
-    token_type_ids are 0 on the query part and 1 on the passage part. A pair longer than
-    `max_length` loses passage tokens before its final [SEP].
+    Both sides were tokenized alone as [CLS] text [SEP] (a titled passage as [CLS] title [SEP]
+    text [SEP]); the passage's leading [CLS] is dropped. token_type_ids are all 0 (the
+    release), or with `segments` 0 on the query part and 1 on the passage part. A pair longer
+    than `max_length` loses passage tokens before its final [SEP].
     """
     queries = _rows(query_batch)
     passages = _rows(passage_batch)
@@ -339,7 +445,7 @@ def join_pairs(
         if max_length is not None and len(query) + len(body) > max_length:
             body = body[: max_length - len(query) - 1] + body[-1:]
         joined.append(query + body)
-        types.append([0] * len(query) + [1] * len(body))
+        types.append([0] * len(query) + [int(segments)] * len(body))
     batch = collate(joined, pad_id)
     token_types = torch.zeros_like(batch["input_ids"])
     for i, row in enumerate(types):
@@ -353,6 +459,16 @@ def _rows(batch: Batch) -> list[list[int]]:
     return [row[:n] for row, n in zip(batch["input_ids"].tolist(), lengths, strict=True)]
 
 
+def _token_id(tokenizer: Any, token: str, option: str) -> int:
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    if token_id is None or token_id == tokenizer.unk_token_id:
+        raise ConfigError(
+            f"the tokenizer has no {token!r} token, which ColBERT's {option} needs (the "
+            f"release's markers come from BERT's vocabulary); set {option}: false"
+        )
+    return int(token_id)
+
+
 ENCODERS: dict[str, type[Encoder]] = {
     cls.kind: cls for cls in (DualEncoder, ColbertEncoder, CrossEncoder)
 }
@@ -361,7 +477,7 @@ ENCODERS: dict[str, type[Encoder]] = {
 def build_encoder(
     spec: EncoderSpec, backbone: nn.Module, tokenizer: Any, query_backbone: nn.Module | None = None
 ) -> Encoder:
-    """An encoder of `spec.kind`; heads it owns start from torch's default initialisation."""
+    """An encoder of `spec.kind`; heads it owns start from their documented initialisation."""
     return ENCODERS[spec.kind](backbone, tokenizer, spec, query_backbone)
 
 
@@ -407,7 +523,3 @@ def _freeze_unused_pooler(backbone: nn.Module) -> None:
     pooler = getattr(backbone, "pooler", None)
     if isinstance(pooler, nn.Module):
         pooler.requires_grad_(False)
-
-
-def _write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=2) + "\n")

@@ -1,15 +1,21 @@
 """Training examples: one query, one positive and n sampled negatives, in every model's tokens.
 
 The groups file names passages by id; teacher and student each read their OWN tokenized
-parquet (they may have different tokenizers), and the same ids index both. Tokens are held as
-flat numpy arrays (a few bytes per token, no Python object per passage), so an MS MARCO-sized
-corpus fits in memory. Sampling is a pure function of (seed, epoch, example index): any process,
-and a resumed run, draws the same passages for the same example.
+parquet (they may have different tokenizers), and the same ids index both. Only the rows a job
+needs are kept (the groups' queries and passages, the dev pool), streamed out of the parquet
+into flat arrays, memory-mapped from the job's scratch folder when it has one: a training
+process's memory does not grow with the corpus. Sampling is a pure function of (seed, epoch,
+example index): any process, and a resumed run, draws the same passages for the same example.
+
+A frozen dual-encoder teacher is read from its layer cache instead of its tokens
+(lead.training.teacher_cache): the same ids index its per-layer vectors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,37 +27,112 @@ from torch.utils.data import DistributedSampler
 
 from lead import schemas
 from lead.errors import ConfigError, DataError
-from lead.io import read_table
+from lead.io import iter_batches, open_parquet, read_table
+
+# Which rows of a file to keep: (ids of a batch, number of its first row) -> boolean mask.
+Keep = Callable[[pa.Array, int], np.ndarray]
+
+
+def keep_ids(wanted: pa.Array) -> Keep:
+    """Keep the rows whose id is in `wanted`."""
+    return lambda ids, _: pc.is_in(ids, value_set=wanted).to_numpy(zero_copy_only=False)
+
+
+def keep_rows(rows: np.ndarray) -> Keep:
+    """Keep the rows whose position in the file is in the sorted array `rows`."""
+    def keep(ids: pa.Array, first: int) -> np.ndarray:
+        positions = np.arange(first, first + len(ids))
+        found = np.searchsorted(rows, positions)
+        return (found < len(rows)) & (rows[np.minimum(found, len(rows) - 1)] == positions)
+
+    return keep
+
+
+class _Growing:
+    """An append-only flat array, in memory or in a scratch file memory-mapped at the end."""
+
+    def __init__(self, dtype: np.dtype, path: Path | None):
+        self.dtype, self.path = np.dtype(dtype), path
+        self.parts: list[np.ndarray] = []
+        self.size = 0
+        self.file = path.open("wb") if path is not None else None
+
+    def append(self, values: np.ndarray) -> None:
+        values = np.ascontiguousarray(values, dtype=self.dtype)
+        if self.file is not None:
+            self.file.write(values.tobytes())
+        else:
+            self.parts.append(values)
+        self.size += len(values)
+
+    def finish(self, shape_tail: tuple[int, ...] = ()) -> np.ndarray:
+        count = self.size // max(1, int(np.prod(shape_tail)))
+        if self.file is None:
+            flat = np.concatenate(self.parts) if self.parts else np.empty(0, self.dtype)
+            return flat.reshape((count, *shape_tail))
+        self.file.close()
+        if self.size == 0:
+            return np.empty((0, *shape_tail), self.dtype)
+        return np.memmap(self.path, dtype=self.dtype, mode="r", shape=(count, *shape_tail))
+
+
+def _scratch_file(scratch: Path | None, name: str) -> Path | None:
+    """A new file in the scratch folder (several tables may come from one parquet file)."""
+    if scratch is None:
+        return None
+    handle, path = tempfile.mkstemp(prefix=f"{name}-", dir=scratch)
+    os.close(handle)
+    return Path(path)
+
+
+def _check_ids(path: Path, ids: pa.Array) -> None:
+    if ids.null_count:
+        raise DataError(path, "column 'id'", "has null ids")
+    if pc.count_distinct(ids).as_py() != len(ids):
+        counts = pc.value_counts(ids)
+        duplicate = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"]
+        raise DataError(path, f"id {duplicate.as_py()!r}", "appears more than once")
 
 
 @dataclass(frozen=True)
 class TokenTable:
-    """One TOKENS parquet: ids and their token ids as flat arrays."""
+    """The kept rows of one TOKENS parquet: ids and their token ids as flat arrays."""
 
     path: Path
     ids: pa.StringArray
     values: np.ndarray  # int32, every row's tokens back to back
     offsets: np.ndarray  # int64, row i is values[offsets[i]:offsets[i + 1]]
+    file_rows: int  # rows in the whole file
 
     @classmethod
-    def read(cls, path: str | Path) -> TokenTable:
-        table = read_table(path, schemas.TOKENS)
-        ids = table.column("id").combine_chunks()
-        if ids.null_count:
-            raise DataError(path, "column 'id'", "has null ids")
-        if pc.count_distinct(ids).as_py() != len(ids):
-            counts = pc.value_counts(ids)
-            duplicate = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"]
-            raise DataError(path, f"id {duplicate.as_py()!r}", "appears more than once")
-        # large_list: a big corpus can hold more than 2**31 tokens in all.
-        tokens = table.column("input_ids").cast(pa.large_list(pa.int32())).combine_chunks()
-        lengths = pc.list_value_length(tokens).fill_null(0).to_numpy(zero_copy_only=False)
-        if len(lengths) and lengths.min() == 0:
-            row = int(np.argmin(lengths))
-            raise DataError(path, f"id {ids[row].as_py()!r}", "has no tokens")
-        offsets = tokens.offsets.to_numpy().astype(np.int64)
-        values = tokens.values.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
-        return cls(Path(path), ids, values, offsets)
+    def read(cls, path: str | Path, keep: Keep | None = None,
+             scratch: Path | None = None) -> TokenTable:
+        """Stream the file, keeping the rows `keep` selects (all by default); with `scratch`,
+        the token arrays live in memory-mapped files there."""
+        path = Path(path)
+        values = _Growing(np.int32, _scratch_file(scratch, f"{path.stem}.tokens"))
+        lengths, kept_ids, first = [], [], 0
+        for batch in iter_batches(path, schemas.TOKENS):
+            ids = batch.column("id")
+            tokens = batch.column("input_ids")
+            if keep is not None:
+                mask = pa.array(keep(ids, first))
+                ids, tokens = ids.filter(mask), tokens.filter(mask)
+            first += batch.num_rows
+            length = pc.list_value_length(tokens).fill_null(0).to_numpy(zero_copy_only=False)
+            if len(length) and length.min() == 0:
+                row = int(np.argmin(length))
+                raise DataError(path, f"id {ids[row].as_py()!r}", "has no tokens")
+            flat = tokens.cast(pa.large_list(pa.int32())).flatten()
+            values.append(flat.to_numpy(zero_copy_only=False))
+            lengths.append(length.astype(np.int64))
+            kept_ids.append(ids)
+        ids = pa.chunked_array(kept_ids, pa.string()).combine_chunks()
+        _check_ids(path, ids)
+        offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+        if lengths:
+            np.cumsum(np.concatenate(lengths), out=offsets[1:])
+        return cls(path, ids, values.finish(), offsets, first)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -66,8 +147,20 @@ class TokenTable:
             )
         return rows.to_numpy(zero_copy_only=False).astype(np.int64)
 
+    def lengths(self, rows: np.ndarray) -> np.ndarray:
+        return self.offsets[rows + 1] - self.offsets[rows]
+
     def token_ids(self, rows: Sequence[int] | np.ndarray) -> list[list[int]]:
         return [self.values[self.offsets[r] : self.offsets[r + 1]].tolist() for r in rows]
+
+
+def file_ids(path: str | Path, schema: pa.Schema = schemas.TOKENS) -> Iterator[pa.Array]:
+    """The id column of a parquet artifact, batch by batch (nothing else is read)."""
+    yield from (b.column(0) for b in iter_batches(path, schema, columns=[schema.names[0]]))
+
+
+def file_rows(path: str | Path) -> int:
+    return open_parquet(path).metadata.num_rows
 
 
 @dataclass(frozen=True)
@@ -109,6 +202,10 @@ class Groups:
     def __len__(self) -> int:
         return len(self.query_ids)
 
+    def passage_ids(self) -> pa.Array:
+        """Every passage the groups name (positives and negatives), once."""
+        return pc.unique(pa.concat_arrays([self.positive_ids, self.negative_ids]))
+
     def sample(self, index: int, epoch: int, seed: int, negatives: int) -> tuple[int, np.ndarray]:
         """Positions (into positive_ids / negative_ids) of one example's passages.
 
@@ -148,24 +245,54 @@ class ModelTokens:
     corpus: TokenTable
     pad_id: int
 
+    @classmethod
+    def read(cls, query_tokens: Path, corpus_tokens: Path, groups: Groups, pad_id: int,
+             scratch: Path | None = None) -> ModelTokens:
+        """The rows of the groups' queries and passages, nothing else."""
+        return cls(
+            TokenTable.read(query_tokens, keep_ids(groups.query_ids), scratch),
+            TokenTable.read(corpus_tokens, keep_ids(groups.passage_ids()), scratch),
+            pad_id,
+        )
 
-@dataclass(frozen=True)
-class EncoderInputs:
-    """A micro-batch for one model: B queries and their B*(1+n) passages, group by group."""
+    def batch(self, query_rows: np.ndarray, passage_rows: np.ndarray) -> EncoderInputs:
+        from lead.modeling import collate
 
-    queries: dict[str, torch.Tensor]
-    passages: dict[str, torch.Tensor]
-
-    def to(self, device: torch.device) -> EncoderInputs:
         return EncoderInputs(
-            {k: v.to(device, non_blocking=True) for k, v in self.queries.items()},
-            {k: v.to(device, non_blocking=True) for k, v in self.passages.items()},
+            collate(self.queries.token_ids(query_rows), self.pad_id),
+            collate(self.corpus.token_ids(passage_rows), self.pad_id),
+        )
+
+    def index(self, groups: Groups) -> _Rows:
+        return _Rows(
+            query=self.queries.rows(groups.query_ids, groups.path),
+            positive=self.corpus.rows(groups.positive_ids, groups.path),
+            negative=self.corpus.rows(groups.negative_ids, groups.path),
         )
 
 
 @dataclass(frozen=True)
+class EncoderInputs:
+    """A micro-batch for one model: B queries and their B*(1+n) passages, group by group.
+
+    Token batches ({"input_ids", "attention_mask"}) for a model that runs, or (N, L, d)
+    per-layer vectors read from a teacher's layer cache."""
+
+    queries: dict[str, torch.Tensor] | torch.Tensor
+    passages: dict[str, torch.Tensor] | torch.Tensor
+
+    def to(self, device: torch.device) -> EncoderInputs:
+        def move(value):
+            if isinstance(value, torch.Tensor):
+                return value.to(device, non_blocking=True)
+            return {k: v.to(device, non_blocking=True) for k, v in value.items()}
+
+        return EncoderInputs(move(self.queries), move(self.passages))
+
+
+@dataclass(frozen=True)
 class _Rows:
-    """The groups resolved to one model's token rows."""
+    """The groups resolved to one model's rows."""
 
     query: np.ndarray
     positive: np.ndarray
@@ -178,12 +305,14 @@ class TrainingData:
     Micro-batch c is batch c % batches_per_epoch of epoch c // batches_per_epoch of this rank's
     DistributedSampler order, so the position of a run is a plain integer: resuming needs no
     iterator state, and every rank's batch has the same size (the tail of an epoch is dropped).
+    `models` maps a name to its ModelTokens, or to a TeacherCache (lead.training.teacher_cache)
+    for a teacher read from its layer cache.
     """
 
     def __init__(
         self,
         groups: Groups,
-        models: dict[str, ModelTokens],
+        models: dict,
         *,
         batch_size: int,
         negatives_per_query: int,
@@ -196,7 +325,7 @@ class TrainingData:
         self.batch_size = batch_size
         self.negatives = negatives_per_query
         self.seed = seed
-        self.rows = {name: _resolve(groups, tokens) for name, tokens in models.items()}
+        self.rows = {name: source.index(groups) for name, source in models.items()}
         self.sampler = DistributedSampler(
             range(len(groups)), num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
             drop_last=True,
@@ -228,23 +357,18 @@ class TrainingData:
         ]
 
     def micro_batch(self, counter: int) -> dict[str, EncoderInputs]:
-        """Micro-batch `counter` in every model's tokens (positive of query j at j*(1+n))."""
-        from lead.modeling import collate
-
+        """Micro-batch `counter` for every model (positive of query j at j*(1+n))."""
         examples = self.examples(counter)
         batches = {}
-        for name, tokens in self.models.items():
+        for name, source in self.models.items():
             rows = self.rows[name]
-            query_rows = [rows.query[group] for group, _, _ in examples]
-            passage_rows = [
+            query_rows = np.array([rows.query[group] for group, _, _ in examples])
+            passage_rows = np.array([
                 row
                 for _, positive, negatives in examples
                 for row in (rows.positive[positive], *rows.negative[negatives])
-            ]
-            batches[name] = EncoderInputs(
-                collate(tokens.queries.token_ids(query_rows), tokens.pad_id),
-                collate(tokens.corpus.token_ids(passage_rows), tokens.pad_id),
-            )
+            ])
+            batches[name] = source.batch(query_rows, passage_rows)
         return batches
 
     def _epoch_order(self, epoch: int) -> np.ndarray:
@@ -252,11 +376,3 @@ class TrainingData:
             self.sampler.set_epoch(epoch)
             self._order = (epoch, np.fromiter(iter(self.sampler), dtype=np.int64))
         return self._order[1]
-
-
-def _resolve(groups: Groups, tokens: ModelTokens) -> _Rows:
-    return _Rows(
-        query=tokens.queries.rows(groups.query_ids, groups.path),
-        positive=tokens.corpus.rows(groups.positive_ids, groups.path),
-        negative=tokens.corpus.rows(groups.negative_ids, groups.path),
-    )

@@ -1,19 +1,16 @@
-"""`python -m lead slurm-check -- SNAKEMAKE_ARGS`: will the cluster take every planned job?"""
+"""Before a SLURM run: SLURM tools on PATH, controller up, and every planned job's request
+accepted by `sbatch --test-only`. Example: python -m lead slurm-check -- --workflow-profile
+workflow/profiles/slurm --configfile config/msmarco-passage.yaml"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+HELP = "check that a SLURM cluster will take every planned job"
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "slurm-check",
-        help="before a SLURM run: SLURM tools on PATH, controller up, and every planned job's "
-        "request accepted by `sbatch --test-only`",
-        description="Example: python -m lead slurm-check -- --workflow-profile "
-        "workflow/profiles/slurm --configfile config/msmarco-passage.yaml",
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workdir", type=Path, default=Path("."), help="where Snakemake runs (default: here)"
     )
@@ -25,10 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "snakemake_args", nargs=argparse.REMAINDER,
         help="the arguments of the snakemake run to check, after `--`",
     )
-    parser.set_defaults(run=_check)
 
 
-def _check(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> None:
     from lead.cluster import check
 
     snakemake_args = args.snakemake_args

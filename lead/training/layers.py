@@ -73,8 +73,7 @@ class LayerSelector:
             teacher = range(self.teacher_layers - self.k + 1, self.teacher_layers + 1)
             student = range(self.student_layers - self.k + 1, self.student_layers + 1)
         elif self.strategy == "skip":
-            teacher = _evenly_spaced(self.teacher_layers, self.k)
-            student = _evenly_spaced(self.student_layers, self.k)
+            teacher, student = skip_layers(self.teacher_layers, self.student_layers, self.k)
         else:
             rng = np.random.default_rng([self.seed, step // self.resample_every])
             teacher = sorted(rng.choice(self.teacher_layers, self.k, replace=False) + 1)
@@ -100,6 +99,14 @@ class LayerSelector:
         return checked
 
 
-def _evenly_spaced(num_layers: int, k: int) -> list[int]:
-    """k blocks spread over the depth, ending with the last one (e.g. 12, 4 -> 3, 6, 9, 12)."""
-    return [(i + 1) * num_layers // k for i in range(k)]
+def skip_layers(teacher_layers: int, student_layers: int, k: int) -> tuple[list[int], list[int]]:
+    """The release's `skip` pairs, generalised: every s-th teacher block from block 1, with
+    s = teacher depth // student depth (at least 1), against the student's last k blocks.
+
+    The release hard-codes its two 12 -> 6 cases: k = 5 pairs teacher 1, 3, 5, 7, 9 with
+    student 2..6 (passage), k = 6 pairs teacher 1, 3, ..., 11 with student 1..6 (document).
+    """
+    stride = max(1, teacher_layers // student_layers)  # k <= student depth keeps it in range
+    teacher = [1 + stride * i for i in range(k)]
+    student = list(range(student_layers - k + 1, student_layers + 1))
+    return teacher, student

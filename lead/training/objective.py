@@ -1,4 +1,4 @@
-"""The training objective of every method (docs/LEAD-METHOD.md, "Total loss").
+"""The training objective of every method (docs/method.md, "Total loss").
 
     L = CE_student + [CE_teacher + KL(S || T)]  (teacher trained jointly)
         + KL(T || S)  (response, lead)  + L_layer  (lead)
@@ -6,10 +6,14 @@
 Each process scores its LOCAL queries against the GLOBAL candidate set: the passage states the
 loss needs (pooled per layer for a dual encoder, token states and their masks for ColBERT) are
 gathered from every process, and the gather sends each process's loss gradient back to the
-passages' owners (lead.modeling.distributed). The returned loss is this process's share, so
-averaging losses and gradients over processes (as DistributedDataParallel does) reproduces one
-process on the concatenated batch. With a cross-encoder (teacher, or the model trained alone)
-every distribution covers only each query's own group, and nothing is gathered.
+passages' owners (lead.distributed). Averaging gradients over processes then gives the
+full-batch gradient when each process's loss is weighted by G x its share of the queries
+(gradient_scale: exact), or 1/G of it, as the release's DDP training does, when weighted by its
+share alone (release). With a cross-encoder (teacher, or the model trained alone) every
+distribution covers only each query's own group, and nothing is gathered.
+
+The teacher's scores come from the live teacher, or, for a frozen dual-encoder teacher, from
+its cached per-layer vectors (lead.training.teacher_cache), which give the same scores.
 """
 
 from __future__ import annotations
@@ -21,26 +25,33 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lead import distributed
 from lead.config import resolve
 from lead.errors import ConfigError
 from lead.losses import (
-    ContrastiveLoss,
-    LeadLayerLoss,
-    ResponseKL,
-    ReverseKL,
+    contrastive_loss,
     gold_labels,
+    lead_layer_loss,
+    response_kl,
+    reverse_kl,
     teacher_layer_ce,
 )
-from lead.modeling import distributed
-from lead.modeling.encoders import Batch, Encoder
+from lead.modeling.encoders import Batch, Encoder, Reps
 
-METHODS = ("none", "response", "lead", "contrastive")
+# The methods a distillation job can run, and "contrastive": one model trained alone (warm-up).
+METHODS = ("none", "response", "lead")
 DISTILLING = ("response", "lead")
+CONTRASTIVE = "contrastive"
+TERMS = ("student_ce", "teacher_ce", "response_kl", "reverse_kl", "layer")
+
+# A live teacher's token batch, or a cached teacher's (N, L, d) pooled vectors of every layer.
+TeacherInput = Batch | Tensor
 
 
 @dataclass
 class ObjectiveOutput:
-    """The loss to backpropagate, its detached parts (before coefficients) and layer weights."""
+    """The loss to backpropagate, its detached parts (before coefficients, each the mean over
+    the global batch once averaged over processes) and the layer weights."""
 
     loss: Tensor
     components: dict[str, Tensor]
@@ -72,9 +83,11 @@ class DistillationObjective(nn.Module):
         teacher: Encoder | None,
         method: str,
         settings: Mapping[str, Any] | None = None,
+        *,
+        gradient_scale: str = "release",
     ):
         super().__init__()
-        if method not in METHODS:
+        if method not in (*METHODS, CONTRASTIVE):
             raise ConfigError(f"method {method!r} is unknown; expected one of {METHODS}")
         distilling = method in DISTILLING
         if distilling and teacher is None:
@@ -84,20 +97,18 @@ class DistillationObjective(nn.Module):
         self.student = student
         self.teacher = teacher if distilling else None
         self.teacher_trainable = distilling and settings["teacher_trainable"]
-        self.detach_targets = not self.teacher_trainable or settings["detach_teacher_targets"]
+        self.detach_targets = settings["detach_teacher_targets"]
+        self.exact = gradient_scale == "exact"
         kinds = {student.kind} | ({self.teacher.kind} if self.teacher else set())
         self.own_group = "cross" in kinds
+        self.own_layer_similarity = settings["layer_similarity"] == "model"
+        self.temperature = settings["temperature"]
+        self.layer_temperature = settings["layer_temperature"]
+        self.reweight = settings["reweight"]
         self.coefficients = self._active_terms(settings)
         if self.teacher is not None and not self.teacher_trainable:
             self.teacher.requires_grad_(False)
             self.teacher.eval()
-        temperature = settings["temperature"]
-        self.contrastive = ContrastiveLoss()
-        self.response = ResponseKL(temperature)
-        self.reverse = ReverseKL(temperature)
-        self.layer_loss = LeadLayerLoss(
-            temperature, settings["layer_temperature"], settings["reweight"]
-        )
 
     def _active_terms(self, settings: Mapping[str, Any]) -> dict[str, float]:
         """Coefficient of each term this method computes; terms weighted 0 are skipped."""
@@ -126,23 +137,26 @@ class DistillationObjective(nn.Module):
         self,
         student_q: Batch,
         student_p: Batch,
-        teacher_q: Batch | None = None,
-        teacher_p: Batch | None = None,
+        teacher_q: TeacherInput | None = None,
+        teacher_p: TeacherInput | None = None,
         layer_pairs: Sequence[tuple[int, int]] = (),
         group_size: int = 1,
     ) -> ObjectiveOutput:
-        """Loss of a local micro-batch: B queries, B*group_size passages ordered by group."""
+        """Loss of a local micro-batch: B queries, B*group_size passages ordered by group.
+
+        The teacher's inputs are token batches (the live teacher runs) or its cached Reps.
+        """
         pairs = list(layer_pairs) if "layer" in self.coefficients else []
         if "layer" in self.coefficients and not pairs:
             raise ValueError("method 'lead' needs at least one (teacher, student) layer pair")
         num_queries = student_q["input_ids"].shape[0]
         sizes = distributed.gather_sizes(num_queries, student_q["input_ids"].device)
-        share = len(sizes) * num_queries / sum(sizes)
+        share = num_queries / sum(sizes)  # this process's part of the global mean
         offset = group_size * sum(sizes[: distributed.rank()])
         student = self._scores(
             self.student, student_q, student_p, [s for _, s in pairs], group_size, offset
         )
-        values = {"student_ce": self.contrastive(student.final, student.labels)["loss"]}
+        values = {"student_ce": contrastive_loss(student.final, student.labels)}
         layer_weights = None
         if self.teacher is not None:
             if teacher_q is None or teacher_p is None:
@@ -151,59 +165,86 @@ class DistillationObjective(nn.Module):
                 teacher = self._scores(
                     self.teacher, teacher_q, teacher_p, [t for t, _ in pairs], group_size, offset
                 )
+            # detach_teacher_targets: the student's terms send no gradient into the teacher,
+            # the teacher's own terms still train it.
             target = teacher.detached() if self.detach_targets else teacher
+            learner = student.detached() if self.detach_targets else student
             if "teacher_ce" in self.coefficients:
-                values["teacher_ce"] = self.contrastive(teacher.final, teacher.labels)["loss"]
+                values["teacher_ce"] = contrastive_loss(teacher.final, teacher.labels)
             if "response_kl" in self.coefficients:
-                values["response_kl"] = self.response(target.final, student.final)["loss"]
+                values["response_kl"] = response_kl(
+                    target.final, student.final, temperature=self.temperature
+                )
             if "reverse_kl" in self.coefficients:
-                values["reverse_kl"] = self.reverse(target.final, student.final)["loss"]
+                values["reverse_kl"] = reverse_kl(
+                    teacher.final, learner.final, temperature=self.temperature
+                )
             if pairs:
-                layer_ce = distributed.global_mean(
-                    teacher_layer_ce(teacher.layers, teacher.labels), num_queries
+                values["layer"], layer_weights = lead_layer_loss(
+                    target.layers, student.layers, teacher.labels,
+                    temperature=self.temperature, layer_temperature=self.layer_temperature,
+                    reweight=self.reweight,
+                    teacher_ce=distributed.global_mean(
+                        teacher_layer_ce(teacher.layers, teacher.labels), num_queries
+                    ),
                 )
-                layer = self.layer_loss(
-                    target.layers, student.layers, teacher.labels, layer_ce=layer_ce
-                )
-                values["layer"] = layer["loss"]
-                layer_weights = layer["weights"]
         values = {name: value for name, value in values.items() if name in self.coefficients}
-        loss = share * sum(self.coefficients[name] * value for name, value in values.items())
-        components = {name: (share * value).detach() for name, value in values.items()}
+        weighted = sum(self.coefficients[name] * value for name, value in values.items())
+        world = len(sizes)
+        loss = (world * share if self.exact else share) * weighted
+        components = {name: (world * share * value).detach() for name, value in values.items()}
         return ObjectiveOutput(loss, components, layer_weights)
 
     def _scores(
         self,
         model: Encoder,
-        query_batch: Batch,
-        passage_batch: Batch,
+        queries: TeacherInput,
+        passages: TeacherInput,
         layers: Sequence[int],
         group_size: int,
         offset: int,
     ) -> _Scores:
-        num_queries = query_batch["input_ids"].shape[0]
-        num_passages = passage_batch["input_ids"].shape[0]
+        cached = isinstance(queries, Tensor)
+        num_queries = queries.shape[0] if cached else queries["input_ids"].shape[0]
+        num_passages = passages.shape[0] if cached else passages["input_ids"].shape[0]
         if num_passages != num_queries * group_size:
             raise ValueError(
                 f"{num_queries} queries in groups of {group_size} need "
                 f"{num_queries * group_size} passages, got {num_passages}"
             )
-        device = query_batch["input_ids"].device
+        device = queries.device if cached else queries["input_ids"].device
         if self.own_group:
-            final, per_layer = model.score_groups(query_batch, passage_batch, group_size, layers)
+            if cached:
+                raise ValueError("cached teacher vectors cannot score own groups (cross-encoders)")
+            final, per_layer = model.score_groups(
+                queries, passages, group_size, layers,
+                own_layer_similarity=self.own_layer_similarity,
+            )
             labels = torch.zeros(num_queries, dtype=torch.long, device=device)
-        else:
-            query = model.encode_query(query_batch, layers)
-            passage = model.encode_passage(passage_batch, layers)
-            passage_mask = None
-            if passage.mask is not None:
-                passage_mask = distributed.all_gather_with_grad(passage.mask)
+            return _Scores(final, [per_layer[i] for i in layers], labels)
+        query = _cached(model, queries) if cached else model.encode_query(queries, layers)
+        passage = _cached(model, passages) if cached else model.encode_passage(passages, layers)
+        passage_mask = None
+        if passage.mask is not None:
+            passage_mask = distributed.all_gather_with_grad(passage.mask)
 
-            def score(q: Tensor, p: Tensor) -> Tensor:
-                gathered = distributed.all_gather_with_grad(p)
-                return model.compute_similarity(q, gathered, query.mask, passage_mask)
+        def gathered(p: Tensor) -> Tensor:
+            return distributed.all_gather_with_grad(p)
 
-            final = score(query.final, passage.final)
-            per_layer = {i: score(query.layers[i], passage.layers[i]) for i in sorted(set(layers))}
-            labels = gold_labels(num_queries, group_size, offset, device=device)
+        final = model.compute_similarity(query.final, gathered(passage.final), query.mask,
+                                         passage_mask)
+        per_layer = {
+            i: model.layer_similarity(query.layers[i], gathered(passage.layers[i]), query.mask,
+                                      passage_mask, own=self.own_layer_similarity)
+            for i in sorted(set(layers))
+        }
+        labels = gold_labels(num_queries, group_size, offset, device=device)
         return _Scores(final, [per_layer[i] for i in layers], labels)
+
+
+def _cached(model: Encoder, vectors: Tensor) -> Reps:
+    """The Reps a dual encoder would give for texts whose (N, L, d) pooled layers are cached."""
+    return Reps(
+        final=model.represent(vectors[:, -1]),
+        layers={i: vectors[:, i - 1] for i in range(1, vectors.shape[1] + 1)},
+    )
