@@ -11,27 +11,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate", help="score a run against qrels (trec_eval -M/-c/-l semantics)"
     )
     # dest differs from the flag: `run` is the callable every subcommand sets.
-    evaluate.add_argument("--run", dest="run_path", required=True, type=Path, help="run parquet")
-    evaluate.add_argument("--qrels", required=True, type=Path, help="qrels parquet")
+    evaluate.add_argument(
+        "--run", dest="run_path", required=True, type=Path,
+        help="run: parquet, or a TREC file of `qid Q0 docid rank score tag` lines",
+    )
+    evaluate.add_argument(
+        "--qrels", required=True, type=Path,
+        help="qrels: parquet, or a TREC file of `qid 0 docid grade` lines",
+    )
     evaluate.add_argument(
         "--out", required=True, type=Path,
         help="directory for summary.parquet, per_query.parquet and summary.md",
     )
     evaluate.add_argument(
         "--relevance-level", type=int, default=1,
-        help="minimum grade that binary measures count as relevant (TREC DL: 2)",
+        help="minimum grade that binary measures count as relevant, unless a measure "
+        "gives rel= (TREC DL: 2)",
     )
-    evaluate.add_argument(
+    chosen = evaluate.add_mutually_exclusive_group()
+    chosen.add_argument(
         "--measures", nargs="+", metavar="MEASURE",
-        help="ir_measures names: RR@k, AP@k, R@k, nDCG@k "
-        "(default: lead.evaluate.DEFAULT_MEASURES, RR@10 nDCG@10 R@50/100/1000 AP@1000)",
+        help="ir_measures names, e.g. RR@10 nDCG@10 P@10 Success@5 Judged@10 AP(rel=2)@1000 "
+        "(default: lead.measures.DEFAULT_MEASURES, RR@10 nDCG@10 R@50/100/1000 AP@1000)",
+    )
+    chosen.add_argument(
+        "--depth", type=int, metavar="N",
+        help="the measures that suit a run N deep: RR@10 nDCG@10 R@100 R@N AP@N",
     )
     evaluate.set_defaults(run=_evaluate)
 
     export = subparsers.add_parser(
         "export-trec", help="write a run as `qid Q0 docid rank score tag` lines"
     )
-    export.add_argument("--run", dest="run_path", required=True, type=Path, help="run parquet")
+    export.add_argument(
+        "--run", dest="run_path", required=True, type=Path, help="run (parquet or TREC file)"
+    )
     export.add_argument("--out", required=True, type=Path, help="TREC run file to write")
     export.add_argument("--tag", required=True, help="run tag (one word)")
     export.set_defaults(run=_export)
@@ -51,24 +65,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from lead.evaluate import DEFAULT_MEASURES, write_evaluation
+    from lead.evaluate import write_evaluation
+    from lead.measures import DEFAULT_MEASURES, default_measures
 
-    summary = write_evaluation(
+    if args.measures:
+        measures = args.measures
+    elif args.depth is not None:
+        measures = default_measures(args.depth)
+    else:
+        measures = DEFAULT_MEASURES
+    write_evaluation(
         args.out, args.run_path, args.qrels, relevance_level=args.relevance_level,
-        measures=args.measures or DEFAULT_MEASURES,
+        measures=measures,
     )
-    for measure, value in zip(summary["measure"], summary["value"], strict=True):
-        print(f"{measure}\t{value:.4f}")
+    print((args.out / "summary.md").read_text(encoding="utf-8"), end="")
 
 
 def _export(args: argparse.Namespace) -> None:
-    from lead.evaluate import export_trec
+    from lead.runs import export_trec
 
     export_trec(args.run_path, args.out, args.tag)
 
 
 def _compare(args: argparse.Namespace) -> None:
-    from lead.evaluate import compare, write_comparison
+    from lead.significance import compare, write_comparison
 
     result = compare(
         *args.per_query, args.measure, permutations=args.permutations, seed=args.seed
