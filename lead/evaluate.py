@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Evaluation:
+    """What `evaluate_run` returns, and the warnings that `write_evaluation` adds to summary.md."""
+
     summary: pd.DataFrame  # measure, value
     per_query: pd.DataFrame  # query_id, measure, value
     warnings: list[str]  # what the user should know about these numbers, in words
@@ -76,7 +78,9 @@ def _counted_qrels(qrels: pd.DataFrame, relevance_level: int) -> dict[str, dict[
     return nested
 
 
-def _coverage(run_queries: set[str], counted: Sequence[str], run_label: str, qrels_label: str):
+def _coverage(
+    run_queries: set[str], counted: Sequence[str], run_label: str, qrels_label: str
+) -> str | None:
     """The warning on partial coverage (None when complete); no common query is an error."""
     if not run_queries:
         raise DataError(run_label, None, "the run is empty; nothing to score")
@@ -152,7 +156,9 @@ def _score(
     return values
 
 
-def _evaluate(run: Source, qrels: Source, relevance_level: int, measures: Sequence[str]):
+def _evaluate(
+    run: Source, qrels: Source, relevance_level: int, measures: Sequence[str]
+) -> Evaluation:
     level = _check_level(relevance_level)
     parsed = parse_measures(measures, level)
     run_table = read_run(run)

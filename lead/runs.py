@@ -100,13 +100,15 @@ def read_source(
     return Table(frame, str(path), from_trec=True)
 
 
-def _columns(frame, label, what, required, optional) -> Table:
+def _columns(
+    frame: pd.DataFrame, label: str, what: str, required: Sequence[str], optional: Sequence[str]
+) -> Table:
     _check_columns(frame.columns, label, what, required)
     columns = [*required, *(column for column in optional if column in frame.columns)]
     return Table(frame[columns].reset_index(drop=True), label)
 
 
-def _check_columns(present, label: str, what: str, required: Sequence[str]) -> None:
+def _check_columns(present: Sequence[str], label: str, what: str, required: Sequence[str]) -> None:
     missing = [column for column in required if column not in present]
     if missing:
         raise DataError(
@@ -133,6 +135,7 @@ def _no_duplicates(frame: pd.DataFrame, table: Table) -> None:
 
 
 def read_run(run: Source) -> Table:
+    """A run's columns query_id, doc_id, score and, when present, rank (not yet checked)."""
     return read_source(run, "run", ("query_id", "doc_id", "score"), ("rank",), trec.read_run)
 
 
