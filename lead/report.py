@@ -23,9 +23,10 @@ import pyarrow.parquet as pq
 
 from lead.config import resolve
 from lead.errors import ConfigError, DataError
-from lead.evaluate import compare, measure_name
 from lead.io import atomic_path, config_hash, read_table
+from lead.measures import measure_name
 from lead.schemas import METRICS
+from lead.significance import compare
 
 DEFAULT_MODELS = ("teacher", "student-none", "student-response", "student-lead")
 LEAD_MODEL = "student-lead"

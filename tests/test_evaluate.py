@@ -11,9 +11,12 @@ import pytest
 
 from lead.__main__ import main
 from lead.errors import ConfigError, DataError, LeadError
-from lead.evaluate import compare, evaluate_run, export_trec, measure_name, rank_run
+from lead.evaluate import evaluate_run, write_evaluation
 from lead.io import read_provenance, read_table
+from lead.measures import measure_name
+from lead.runs import export_trec, rank_run
 from lead.schemas import METRICS, PER_QUERY_METRICS, QRELS, RUN
+from lead.significance import compare
 
 
 def make_run(rankings: dict[str, list[str]]) -> pd.DataFrame:
@@ -181,7 +184,7 @@ def test_cli_round_trip_writes_the_three_files(tmp_path, capsys):
     markdown = (out / "summary.md").read_text()
     assert "| RR(rel=2)@10 | 0.2500 |" in markdown and "2 judged queries" in markdown
     assert read_provenance(out / "summary.parquet")["settings"]["relevance_level"] == 2
-    assert "RR(rel=2)@10\t0.2500" in capsys.readouterr().out
+    assert capsys.readouterr().out == markdown  # the summary table, printed
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporaries left
     assert main([*argv[:6], str(tmp_path / "again"), *argv[7:]]) == 0
     for name in ("summary.parquet", "per_query.parquet", "summary.md"):  # deterministic bytes
@@ -304,11 +307,185 @@ def test_bad_qrels_and_settings_are_rejected(tmp_path, capsys):
         evaluate_run(run, graded)
     with pytest.raises(DataError, match="no query has a document with relevance >= 2"):
         evaluate_run(run, make_qrels({"q": {"a": 1}}), relevance_level=2)
-    with pytest.raises(ConfigError, match="unknown measure 'MRR@10'"):
-        evaluate_run(run, make_qrels({"q": {"a": 1}}), measures=["MRR@10"])
+    with pytest.raises(ConfigError, match="unknown measure 'MRR10'"):
+        evaluate_run(run, make_qrels({"q": {"a": 1}}), measures=["MRR10"])
     with pytest.raises(ConfigError, match="relevance level"):
         evaluate_run(run, make_qrels({"q": {"a": 1}}), relevance_level=0)
     missing = tmp_path / "absent.parquet"
     argv = ["evaluate", "--run", str(missing), "--qrels", str(missing), "--out", str(tmp_path)]
     assert main(argv) == 2
     assert "absent.parquet: file not found" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- any ir_measures name
+
+# One query, no ties. Grades by rank: 1:g1  2:-  3:g2  4:g0  5:-  6:g3 ; relevant docs never
+# retrieved: none. Judged docs: d1 d3 d4 d6 (4 of 6 retrieved).
+WIDE_RUN = make_run({"q": ["d1", "u2", "d3", "d4", "u5", "d6"]})
+WIDE_QRELS = make_qrels({"q": {"d1": 1, "d3": 2, "d4": 0, "d6": 3}})
+
+
+def test_more_measures_by_hand():
+    names = ["P@3", "P(rel=2)@4", "Success@1", "Success(rel=2)@2", "Judged@4", "Judged@10",
+             "Judged", "RR", "AP", "AP@3", "nDCG", "nDCG@3", "Rprec", "R@3"]
+    summary, _ = evaluate_run(WIDE_RUN, WIDE_QRELS, measures=names)
+    # relevant at level 1: d1 (rank 1), d3 (rank 3), d6 (rank 6); 3 in all
+    # nDCG, whole run: DCG = 1/log2(2) + 2/log2(4) + 0/log2(5) + 3/log2(7); ideal order 3, 2, 1
+    dcg = 1 + 2 / 2 + 3 / math.log2(7)
+    ideal = 3 + 2 / math.log2(3) + 1 / 2
+    # nDCG@3: DCG@3 = 1 + 2/2 = 2; ideal@3 the same 4.26186 (only 3 positive grades)
+    assert scores(summary) == pytest.approx({
+        "P@3": 2 / 3,  # d1, d3
+        "P(rel=2)@4": 1 / 4,  # d3 only
+        "Success@1": 1.0,
+        "Success(rel=2)@2": 0.0,  # d3 is at rank 3
+        "Judged@4": 3 / 4,  # d1 d3 d4
+        "Judged@10": 4 / 6,  # only 6 retrieved: judged share of what the cut run holds
+        "Judged": 4 / 6,
+        "RR": 1.0,
+        "AP": (1 / 1 + 2 / 3 + 3 / 6) / 3,
+        "AP@3": (1 / 1 + 2 / 3) / 3,
+        "nDCG": dcg / ideal,
+        "nDCG@3": 2 / ideal,
+        "Rprec": 2 / 3,  # 2 relevant in the top 3 (R = 3)
+        "R@3": 2 / 3,
+    })
+
+
+def test_lead_agrees_with_ir_measures_where_their_semantics_agree():
+    # No ties, every query in the run and with a relevant document at levels 1 and 2: then
+    # lead's -M cut and -c rules change nothing and ir_measures' own providers (pytrec_eval,
+    # and its python Judged) must give the same numbers for every family lead supports.
+    import ir_measures
+
+    judgments = {"q1": {"a": 2, "b": 1, "c": 0, "d": 3, "e": 1, "f": 2},
+                 "q2": {"x": 2, "y": 0, "z": 1}}
+    run = make_run({"q1": ["b", "n1", "a", "c", "n2", "d", "n3", "e", "f"],
+                    "q2": ["y", "x", "n4", "z"]})
+    qrels = make_qrels(judgments)
+    names = ["P@3", "P(rel=2)@5", "R@4", "R(rel=2)@3", "Success@1", "Success(rel=2)@2", "RR",
+             "RR@2", "RR(rel=2)@3", "AP", "AP@4", "AP(rel=2)@6", "nDCG", "nDCG@3", "Judged@2",
+             "Judged@6", "Judged", "Rprec", "Rprec(rel=2)", "Bpref", "Bpref(rel=2)"]
+    summary, _ = evaluate_run(run, qrels, measures=names)
+    theirs = ir_measures.calc_aggregate(
+        [ir_measures.parse_measure(name) for name in names],
+        [ir_measures.Qrel(*row) for row in qrels.itertuples(index=False)],
+        [ir_measures.ScoredDoc(*row) for row in run.itertuples(index=False)],
+    )
+    assert scores(summary) == pytest.approx({repr(m): v for m, v in theirs.items()}, abs=1e-12)
+    assert len(set(scores(summary).values())) > 10  # the cases tell the measures apart
+
+
+def test_explicit_rel_and_the_names_lead_writes_read_back():
+    # AP(rel=2) at level 1 equals AP at level 2 here (one query, counted at both levels).
+    explicit, _ = evaluate_run(GRADED_RUN, GRADED_QRELS, measures=["AP(rel=2)@1000", "AP@1000"])
+    at_level_2, _ = evaluate_run(GRADED_RUN, GRADED_QRELS, relevance_level=2, measures=["AP@1000"])
+    assert scores(explicit)["AP(rel=2)@1000"] == scores(at_level_2)["AP(rel=2)@1000"]
+    assert scores(explicit)["AP@1000"] == pytest.approx((1 + 2 / 3 + 3 / 5) / 3)
+    # the names written are inputs that give the same table again
+    first, _ = evaluate_run(GRADED_RUN, GRADED_QRELS, relevance_level=2,
+                            measures=["MRR@10", "AP@1000", "nDCG", "Judged@3", "P(rel=3)@2"])
+    assert first["measure"].tolist() == [
+        "RR(rel=2)@10", "AP(rel=2)@1000", "nDCG", "Judged@3", "P(rel=3)@2"
+    ]
+    again, _ = evaluate_run(GRADED_RUN, GRADED_QRELS, relevance_level=2,
+                            measures=first["measure"].tolist())
+    pd.testing.assert_frame_equal(first, again)
+
+
+def test_a_cut_off_deeper_than_the_run_is_a_warning(tmp_path, caplog):
+    # WIDE_RUN is 6 deep: R@10 and P@10 are computed on what exists (P@10 = 3/10), but warned.
+    out = tmp_path / "metrics"
+    summary = write_evaluation(out, WIDE_RUN, WIDE_QRELS, measures=["P@10", "R@10", "R@6"])
+    assert scores(summary) == pytest.approx({"P@10": 3 / 10, "R@10": 1.0, "R@6": 1.0})
+    expected = "P@10, R@10 cut deeper than the run (6 deep at most)"
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"{expected}: the documents it did not retrieve count as missed"
+    ]
+    assert f"Warning: {expected}" in (out / "summary.md").read_text()
+    caplog.clear()
+    evaluate_run(WIDE_RUN, WIDE_QRELS, measures=["R@6", "nDCG"])
+    assert not caplog.records
+
+
+def test_a_run_sharing_no_query_with_the_qrels_is_an_error(tmp_path):
+    # Float ids: a run written with query ids 1.0, 2.0 against qrels 1, 2 used to score 0.
+    run = write_parquet(
+        pd.DataFrame({"query_id": ["1.0", "2.0"], "doc_id": ["a", "b"], "score": [1.0, 1.0]}),
+        tmp_path / "run.parquet",
+    )
+    qrels = write_parquet(make_qrels({"1": {"a": 1}, "2": {"b": 1}}), tmp_path / "qrels.parquet")
+    with pytest.raises(DataError, match=(
+        r"run\.parquet: shares no query with .*qrels\.parquet: run ids look like '1\.0', "
+        r"counted qrels ids like '1'; nothing to score$"
+    )):
+        evaluate_run(run, qrels)
+    empty = pd.DataFrame({"query_id": [], "doc_id": [], "score": []})
+    with pytest.raises(DataError, match=r"<run DataFrame>: the run is empty"):
+        evaluate_run(empty, qrels)
+
+
+def test_partial_overlap_is_a_warning_with_counts(caplog):
+    run = make_run({"q1": ["a"], "q2": ["b"], "q8": ["c"]})
+    qrels = make_qrels({"q1": {"a": 1}, "q2": {"b": 1}, "q3": {"c": 1}, "q4": {"d": 0}})
+    summary, _ = evaluate_run(run, qrels, measures=["RR@1"])
+    assert scores(summary)["RR@1"] == pytest.approx(2 / 3)  # q3 missing -> 0; q8, q4 ignored
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "<run DataFrame> covers 2 of the 3 counted queries of <qrels DataFrame>: 1 missing "
+        "(scored 0), 1 run queries without counted judgments (ignored)"
+    ]
+
+
+def test_ranks_that_contradict_scores_are_refused_in_evaluation(tmp_path):
+    # a better rank with a strictly lower score: trec_eval would rank by the scores instead
+    run = pd.DataFrame({"query_id": ["q1", "q1", "q2", "q2"], "doc_id": ["a", "b", "c", "d"],
+                        "rank": [1, 2, 2, 1], "score": [1.0, 1.0, 5.0, 4.0]})
+    with pytest.raises(DataError, match=(
+        r"<run DataFrame> \(row 2\): query 'q2': rank 2 scores 5\.0, above rank 1 \(4\.0\)"
+    )):
+        evaluate_run(run, make_qrels({"q1": {"a": 1}}))
+    trec = tmp_path / "run.trec"
+    trec.write_text("q1 Q0 a 1 1.0 t\nq1 Q0 b 2 1.0 t\nq2 Q0 d 1 4.0 t\nq2 Q0 c 2 5.0 t\n")
+    with pytest.raises(DataError, match=r"run\.trec:4: query 'q2': rank 2 scores 5\.0"):
+        evaluate_run(trec, make_qrels({"q1": {"a": 1}}))
+
+
+def test_trec_run_and_qrels_score_like_their_parquet(tmp_path):
+    run = make_run({"q1": ["x", "r", "s"], "q2": ["t", "u"]})
+    run["rank"] = [1, 2, 3, 1, 2]
+    run_parquet = write_parquet(run[RUN.names], tmp_path / "run.parquet", RUN)
+    qrels = make_qrels({"q1": {"r": 2, "s": 1}, "q2": {"u": 1}})
+    qrels_parquet = write_parquet(qrels, tmp_path / "qrels.parquet", QRELS)
+    export_trec(run_parquet, tmp_path / "run.trec", "lead")
+    (tmp_path / "qrels.txt").write_text(
+        "".join(f"{q}\t0\t{d}\t{g}\n" for q, d, g in qrels.itertuples(index=False))
+    )
+    measures = ["RR@10", "nDCG@10", "AP", "Judged@2"]
+    from_parquet = evaluate_run(run_parquet, qrels_parquet, measures=measures)
+    from_trec = evaluate_run(tmp_path / "run.trec", tmp_path / "qrels.txt", measures=measures)
+    for parquet_frame, trec_frame in zip(from_parquet, from_trec, strict=True):
+        pd.testing.assert_frame_equal(parquet_frame, trec_frame)
+    assert scores(from_trec[0])["RR@10"] == pytest.approx((1 / 2 + 1 / 2) / 2)
+
+
+def test_cli_evaluates_trec_files_at_the_defaults_of_a_depth(tmp_path, capsys):
+    (tmp_path / "run.trec").write_text("q1 Q0 a 1 3 t\nq1 Q0 r 2 2 t\nq2 Q0 s 1 1 t\n")
+    (tmp_path / "qrels.txt").write_text("q1 0 r 1\nq2 0 s 1\n")
+    out = tmp_path / "metrics"
+    argv = ["evaluate", "--run", str(tmp_path / "run.trec"), "--qrels",
+            str(tmp_path / "qrels.txt"), "--out", str(out)]
+    assert main([*argv, "--depth", "20"]) == 0
+    summary = read_table(out / "summary.parquet", METRICS).to_pandas()
+    # default_measures(20): RR@10 nDCG@10 R@20 AP@20; q1 relevant at rank 2, q2 at rank 1
+    assert scores(summary) == pytest.approx(
+        {"RR@10": 0.75, "nDCG@10": (1 / math.log2(3) + 1) / 2, "R@20": 1.0, "AP@20": 0.75}
+    )
+    printed = capsys.readouterr().out
+    assert printed == (out / "summary.md").read_text()
+    assert "| RR@10 | 0.7500 |" in printed and "R@20, AP@20 cut deeper than the run" in printed
+    assert main([*argv, "--measures", "Success@1", "Judged@2"]) == 0
+    assert "| Success@1 | 0.5000 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # one way to choose the measures at a time
+        main([*argv, "--depth", "20", "--measures", "RR@10"])
+    assert main([*argv, "--measures", "ERR@10"]) == 2
+    assert "measure 'ERR@10' is not supported" in capsys.readouterr().err

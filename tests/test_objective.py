@@ -289,7 +289,8 @@ def cosine_models(tmp_path_factory):
 def test_cosine_models_are_scored_as_trained_and_their_layers_as_configured(
     cosine_models, layer_similarity
 ):
-    student, teacher = load_encoder(cosine_models["student"]), load_encoder(cosine_models["teacher"])
+    student = load_encoder(cosine_models["student"])
+    teacher = load_encoder(cosine_models["teacher"])
     objective = DistillationObjective(student, teacher, "lead", {
         "teacher_trainable": False, "layer_similarity": layer_similarity}).eval()
     batches = (batch(student, QUERIES), batch(student, PASSAGES),

@@ -1,5 +1,6 @@
 """Score a run against qrels with trec_eval's semantics (-M depth cut, -c missing queries,
--l relevance level): summary.parquet, per_query.parquet and summary.md in --out."""
+-l relevance level): summary.parquet, per_query.parquet and summary.md in --out. Runs and
+qrels are parquet artifacts or TREC files."""
 
 from __future__ import annotations
 
@@ -10,29 +11,46 @@ HELP = "score a run against qrels (trec_eval -M/-c/-l semantics)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", required=True, type=Path, help="run parquet")
-    parser.add_argument("--qrels", required=True, type=Path, help="qrels parquet")
+    parser.add_argument(
+        "--run", required=True, type=Path,
+        help="run: parquet, or a TREC file of `qid Q0 docid rank score tag` lines",
+    )
+    parser.add_argument(
+        "--qrels", required=True, type=Path,
+        help="qrels: parquet, or a TREC file of `qid 0 docid grade` lines",
+    )
     parser.add_argument(
         "--out", required=True, type=Path,
         help="directory for summary.parquet, per_query.parquet and summary.md",
     )
     parser.add_argument(
         "--relevance-level", type=int, default=1,
-        help="minimum grade that binary measures count as relevant (TREC DL: 2)",
+        help="minimum grade that binary measures count as relevant, unless a measure "
+        "gives rel= (TREC DL: 2)",
     )
-    parser.add_argument(
+    chosen = parser.add_mutually_exclusive_group()
+    chosen.add_argument(
         "--measures", nargs="+", metavar="MEASURE",
-        help="ir_measures names: RR@k, AP@k, R@k, nDCG@k "
-        "(default: lead.evaluate.DEFAULT_MEASURES, RR@10 nDCG@10 R@50/100/1000 AP@1000)",
+        help="ir_measures names, e.g. RR@10 nDCG@10 P@10 Success@5 Judged@10 AP(rel=2)@1000 "
+        "(default: lead.measures.DEFAULT_MEASURES, RR@10 nDCG@10 R@50/100/1000 AP@1000)",
+    )
+    chosen.add_argument(
+        "--depth", type=int, metavar="N",
+        help="the measures that suit a run N deep: RR@10 nDCG@10 R@100 R@N AP@N",
     )
 
 
 def run(args: argparse.Namespace) -> None:
-    from lead.evaluate import DEFAULT_MEASURES, write_evaluation
+    from lead.evaluate import write_evaluation
+    from lead.measures import DEFAULT_MEASURES, default_measures
 
-    summary = write_evaluation(
-        args.out, args.run, args.qrels, relevance_level=args.relevance_level,
-        measures=args.measures or DEFAULT_MEASURES,
+    if args.measures:
+        measures = args.measures
+    elif args.depth is not None:
+        measures = default_measures(args.depth)
+    else:
+        measures = DEFAULT_MEASURES
+    write_evaluation(
+        args.out, args.run, args.qrels, relevance_level=args.relevance_level, measures=measures,
     )
-    for measure, value in zip(summary["measure"], summary["value"], strict=True):
-        print(f"{measure}\t{value:.4f}")
+    print((args.out / "summary.md").read_text(encoding="utf-8"), end="")

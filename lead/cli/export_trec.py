@@ -9,12 +9,12 @@ HELP = "write a run as `qid Q0 docid rank score tag` lines"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", required=True, type=Path, help="run parquet")
+    parser.add_argument("--run", required=True, type=Path, help="run (parquet or TREC file)")
     parser.add_argument("--out", required=True, type=Path, help="TREC run file to write")
     parser.add_argument("--tag", required=True, help="run tag (one word)")
 
 
 def run(args: argparse.Namespace) -> None:
-    from lead.evaluate import export_trec
+    from lead.runs import export_trec
 
     export_trec(args.run, args.out, args.tag)

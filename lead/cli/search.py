@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from lead.config import parse_settings, resolve
-    from lead.evaluate import export_trec
+    from lead.runs import export_trec
     from lead.search import search
 
     settings = resolve("search", parse_settings(args.settings))

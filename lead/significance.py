@@ -1,0 +1,196 @@
+"""Paired significance tests of system A against system B: over the queries of one run
+(`compare`, from per-query metrics) and over training seeds (`compare_seeds`, from one value
+per seed). Both give Student's paired t-test and a paired sign-flip randomisation test, two-
+sided; delta is always A - B.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from lead.errors import ConfigError, DataError, LeadError
+from lead.io import provenance, write_table
+from lead.runs import Source, read_source
+from lead.schemas import PER_QUERY_METRICS
+
+DEFAULT_PERMUTATIONS = 10_000
+COMPARISON = pa.schema(
+    [
+        ("measure", pa.string()),
+        ("n", pa.int64()),
+        ("mean_a", pa.float64()),
+        ("mean_b", pa.float64()),
+        ("delta", pa.float64()),
+        ("t_statistic", pa.float64()),
+        ("p_ttest", pa.float64()),
+        ("p_permutation", pa.float64()),
+        ("permutations", pa.int64()),
+        ("exact", pa.bool_()),
+        ("seed", pa.int64()),
+    ]
+)
+MAX_SEEDS = 16  # compare_seeds enumerates all 2^n sign vectors
+_PERMUTATION_CHUNK = 1000
+
+
+def _per_query_values(per_query: Source, measure: str) -> tuple[pd.Series, str]:
+    table = read_source(per_query, "per-query metrics", PER_QUERY_METRICS.names)
+    frame = table.frame
+    selected = frame["measure"] == measure
+    if not selected.any():
+        available = sorted(frame["measure"].unique().tolist())
+        raise DataError(table.label, f"measure {measure!r}", f"absent; the file has {available}")
+    values = pd.Series(
+        table.numbers("value", integral=False)[selected.to_numpy()],
+        index=table.ids("query_id")[selected].to_numpy(),
+    )
+    if values.index.has_duplicates:
+        query_id = values.index[values.index.duplicated()][0]
+        raise DataError(table.label, f"query {query_id!r}", f"has two {measure} values")
+    return values.sort_index(), table.label
+
+
+def _permutation_p(
+    differences: np.ndarray, permutations: int, seed: int
+) -> tuple[float, int, bool]:
+    """Two-sided paired randomisation test by sign flips of the paired differences.
+
+    Enumerates all 2^n sign vectors when that is no more than `permutations` (exact p);
+    otherwise draws `permutations` seeded vectors and uses (hits + 1) / (permutations + 1).
+    """
+    n = len(differences)
+    observed = abs(differences.mean())
+    tolerance = 1e-12 * max(1.0, observed)  # equal means must not miss by a rounding error
+    if 2**n <= permutations:
+        bits = (np.arange(2**n)[:, None] >> np.arange(n)) & 1
+        means = np.abs((1 - 2 * bits) @ differences) / n
+        return float(np.count_nonzero(means >= observed - tolerance) / 2**n), 2**n, True
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for start in range(0, permutations, _PERMUTATION_CHUNK):
+        size = min(_PERMUTATION_CHUNK, permutations - start)
+        signs = 1.0 - 2.0 * rng.integers(0, 2, size=(size, n))
+        hits += int(np.count_nonzero(np.abs(signs @ differences) / n >= observed - tolerance))
+    return (hits + 1) / (permutations + 1), permutations, False
+
+
+def _paired_t(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """scipy's paired t-test, with the zero-variance cases it leaves undefined made explicit."""
+    from scipy.stats import ttest_rel
+
+    differences = a - b
+    if len(differences) < 2:
+        return math.nan, math.nan
+    if np.all(differences == differences[0]):
+        if differences[0] == 0:
+            return 0.0, 1.0
+        return math.copysign(math.inf, differences[0]), 0.0
+    result = ttest_rel(a, b)
+    return float(result.statistic), float(result.pvalue)
+
+
+def compare(
+    per_query_a: Source,
+    per_query_b: Source,
+    measure: str,
+    *,
+    permutations: int = DEFAULT_PERMUTATIONS,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Paired significance of system A against system B on one measure, over queries.
+
+    Both per-query tables must cover the same queries (they do when both runs were scored on
+    the same qrels, since missing queries are scored 0). Returns the fields of the COMPARISON
+    schema.
+    """
+    if permutations < 1:
+        raise ConfigError(f"permutations must be >= 1, got {permutations}")
+    a, label_a = _per_query_values(per_query_a, measure)
+    b, label_b = _per_query_values(per_query_b, measure)
+    only_a, only_b = a.index.difference(b.index), b.index.difference(a.index)
+    if len(only_a) or len(only_b):
+        label, query_id, other = (
+            (label_b, only_a[0], label_a) if len(only_a) else (label_a, only_b[0], label_b)
+        )
+        raise DataError(
+            label, f"query {query_id!r}",
+            f"missing; both systems must be scored on the same queries (it is in {other})",
+        )
+    values_a, values_b = a.to_numpy(), b.loc[a.index].to_numpy()
+    t_statistic, p_ttest = _paired_t(values_a, values_b)
+    p_permutation, drawn, exact = _permutation_p(values_a - values_b, permutations, seed)
+    mean_a, mean_b = math.fsum(values_a) / len(a), math.fsum(values_b) / len(b)
+    return {
+        "measure": measure,
+        "n": len(a),
+        "mean_a": mean_a,
+        "mean_b": mean_b,
+        "delta": mean_a - mean_b,
+        "t_statistic": t_statistic,
+        "p_ttest": p_ttest,
+        "p_permutation": p_permutation,
+        "permutations": drawn,
+        "exact": exact,
+        "seed": seed,
+    }
+
+
+def write_comparison(result: dict[str, Any], out_path: str | Path, sources: Sequence[str]) -> None:
+    """Write one `compare` result as a one-row parquet (COMPARISON schema)."""
+    settings = {key: result[key] for key in ("measure", "permutations", "seed")}
+    prov = provenance("compare", settings, inputs=[str(source) for source in sources])
+    write_table(pa.Table.from_pylist([result], COMPARISON), out_path, prov)
+
+
+def _mean_sd(values: np.ndarray) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1; NaN for one value)."""
+    mean = math.fsum(values) / len(values)
+    if len(values) < 2:
+        return mean, math.nan
+    return mean, math.sqrt(math.fsum((values - mean) ** 2) / (len(values) - 1))
+
+
+def compare_seeds(a: Mapping[int, float], b: Mapping[int, float]) -> dict[str, Any]:
+    """Paired significance of method A against method B over training seeds.
+
+    `a` and `b` map each seed to the method's metric value for that seed; the seeds must be
+    the same. The permutation p is exact: all 2^n sign flips of the paired differences.
+    Returns n, mean_a, sd_a, mean_b, sd_b (sample sds), delta and sd_delta (mean and sample
+    sd of the differences A - B), t_statistic, p_ttest and p_permutation.
+    """
+    if set(a) != set(b):
+        only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+        raise LeadError(
+            f"seeds must match to pair the runs: only A has {only_a}, only B has {only_b}"
+        )
+    seeds = sorted(a)
+    if not 1 <= len(seeds) <= MAX_SEEDS:
+        raise LeadError(f"compare_seeds takes 1 to {MAX_SEEDS} seeds, got {len(seeds)}")
+    values_a = np.array([a[seed] for seed in seeds], dtype=np.float64)
+    values_b = np.array([b[seed] for seed in seeds], dtype=np.float64)
+    if not (np.isfinite(values_a).all() and np.isfinite(values_b).all()):
+        raise LeadError(f"seed values must be finite numbers: A {a}, B {b}")
+    differences = values_a - values_b
+    (mean_a, sd_a), (mean_b, sd_b) = _mean_sd(values_a), _mean_sd(values_b)
+    delta, sd_delta = _mean_sd(differences)
+    t_statistic, p_ttest = _paired_t(values_a, values_b)
+    p_permutation, _, _ = _permutation_p(differences, 2 ** len(seeds), seed=0)
+    return {
+        "n": len(seeds),
+        "mean_a": mean_a,
+        "sd_a": sd_a,
+        "mean_b": mean_b,
+        "sd_b": sd_b,
+        "delta": delta,
+        "sd_delta": sd_delta,
+        "t_statistic": t_statistic,
+        "p_ttest": p_ttest,
+        "p_permutation": p_permutation,
+    }
