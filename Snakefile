@@ -1,16 +1,21 @@
 # lead: LEAD distillation for dense retrieval, from data to a results table.
 #
-#   data -> tokenization (teacher and student separately) -> negatives -> teacher training
-#   -> distillation (none, response, lead) -> encoding -> retrieval -> scoring -> report
+#   data -> tokenization (teacher and student separately) -> negatives -> warm-ups
+#   -> [teacher layer cache] -> distillation (methods x variants x seeds) -> encoding
+#   -> retrieval -> scoring (every collection) -> report
 #
-# Run: snakemake --cores all [--configfile config/msmarco-passage.yaml]
+# Run: snakemake [--configfile config/msmarco-passage.yaml] [--config key=value ...]
+# Without --configfile the embedded default is loaded and --config values go on top of it;
+# with one or more --configfile the run uses those files only (merged in order).
+from snakemake.utils import min_version
 
 
-# The embedded default, unless a config is given (`--configfile`): configs are complete
-# documents, never merged over this one.
-if not config:
+min_version("9.0")
 
-    configfile: "config/default.yaml"
+
+if not workflow.overwrite_configfiles:
+
+    configfile: f"{workflow.basedir}/config/default.yaml"
 
 
 include: "workflow/rules/common.smk"

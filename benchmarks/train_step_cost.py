@@ -27,9 +27,9 @@ from lead.distributed import Processes
 from lead.modeling import collate, load_encoder
 from lead.modeling.init import init_model
 from lead.training.data import EncoderInputs
+from lead.training.distillation import DistillationObjective
 from lead.training.layers import LayerSelector
 from lead.training.loop import train_step
-from lead.training.objective import DistillationObjective
 from lead.training.optim import make_trainee
 
 METHODS = ("none", "response", "lead")

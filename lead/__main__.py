@@ -13,11 +13,13 @@ from pathlib import Path
 
 from lead.cli import (
     cache_teacher,
+    check_config,
     compare,
     data,
     distill,
     encode,
     evaluate,
+    evaluate_model,
     export_trec,
     init_model,
     negatives,
@@ -45,6 +47,8 @@ STAGES = {
     "export-trec": export_trec,
     "compare": compare,
     "report": report,
+    "evaluate-model": evaluate_model,
+    "check-config": check_config,
     "slurm-check": slurm_check,
 }
 

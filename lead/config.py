@@ -98,6 +98,42 @@ def load(path: str | Path) -> dict:
     return validate(raw)
 
 
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "config" / "default.yaml"
+
+
+def layered(configfiles: list[Path], overrides: list[str]) -> tuple[dict, dict]:
+    """(as written, validated) config of files merged in order (the default without any) with
+    `key=value` overrides on top: what `snakemake --configfile ... --config ...` runs."""
+    raw: dict = {}
+    for path in configfiles or [DEFAULT_CONFIG]:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"{path}: cannot read config: {err}") from err
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a config is a mapping of keys, not {type(loaded).__name__}")
+        _merge(raw, loaded)
+    for item in overrides:
+        key, found, value = item.partition("=")
+        if not found or not key:
+            raise ConfigError(f"--config {item!r}: expected KEY=VALUE")
+        target = raw
+        *parents, last = key.split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[last] = yaml.safe_load(value)
+    return copy.deepcopy(raw), validate(raw)
+
+
+def _merge(base: dict, changes: Mapping[str, Any]) -> dict:
+    for key, value in changes.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
 def parse_settings(text: str | None) -> dict:
     """Parse a stage's --settings argument (JSON or YAML, as written by the workflow)."""
     if not text:

@@ -7,6 +7,7 @@ so a killed job never leaves a file that Snakemake or a later stage could take f
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -23,6 +24,12 @@ from lead.errors import DataError
 
 PROVENANCE_KEY = b"lead.provenance"
 _VERSIONED_PACKAGES = ("lead", "torch", "transformers", "tokenizers", "pyarrow", "faiss-cpu")
+
+
+def cache_dir() -> Path:
+    """Downloads and unpacked models shared by every experiment: $LEAD_CACHE, else
+    ~/.cache/lead."""
+    return Path(os.environ.get("LEAD_CACHE") or Path.home() / ".cache" / "lead")
 
 
 def config_hash(settings: Mapping[str, Any] | None) -> str:
@@ -70,15 +77,50 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     _remove(tmp)
     try:
         yield tmp
-        if path.is_dir() and tmp.is_dir():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        if path.is_dir() and tmp.is_dir() and not path.is_symlink():
+            # Two renames: the old folder moves aside first, so a kill at any moment leaves
+            # either the old folder or the new one at `path`, never neither.
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            _remove(old)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            _remove(old)
+        else:
+            os.replace(tmp, path)
     finally:
         _remove(tmp)
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Remove what killed writers of `path` left: temporaries and set-aside old folders of
+    processes that no longer run (gigabytes per shard at MS MARCO scale)."""
+    if not path.parent.is_dir():
+        return
+    for sibling in path.parent.glob(f".{glob.escape(path.name)}.*-*"):
+        kind, _, pid = sibling.name.removeprefix(f".{path.name}.").partition("-")
+        if kind not in ("tmp", "old") or not pid.isdigit() or _running(int(pid)):
+            continue
+        if kind == "old" and not path.exists():
+            os.replace(sibling, path)  # killed between the two renames: the old one is back
+            continue
+        _remove(sibling)
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process is about to write it again
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _remove(path: Path) -> None:

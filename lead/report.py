@@ -1,9 +1,12 @@
-"""The final report: metrics of every model side by side, LEAD's paired significance against
-each baseline, and plots of the training logs (losses, dev metric, LEAD's layer weights).
+"""The final report: every model's metrics per collection, each method's mean and sd over
+the distillation seeds, LEAD's tests against each baseline across seeds (paired by seed) and
+over the queries of each seed, and plots of the training logs (losses, dev metric, layer
+weights).
 
-Inputs follow docs/artifacts.md: metrics_root/{model}/{split}/{summary,per_query}.parquet and
-training logs. The output depends only on those inputs and the settings (no timestamps, plot
-paths relative to the report), so a rerun gives the same bytes.
+Inputs follow docs/artifacts.md: per collection, metrics/{model}/{split}/{summary,per_query}
+.parquet, and the training logs. Students are named `student-<method or variant>-s<seed>`:
+the rows the report averages over seeds. The output depends only on those inputs and the
+settings (no timestamps, plot paths relative to the report), so a rerun gives the same bytes.
 """
 
 from __future__ import annotations
@@ -21,69 +24,60 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from lead import schemas
 from lead.config import resolve
 from lead.errors import ConfigError, DataError
 from lead.io import atomic_path, config_hash, read_table
 from lead.measures import measure_name
 from lead.schemas import METRICS
-from lead.significance import compare
+from lead.significance import compare, compare_seeds
 
-DEFAULT_MODELS = ("teacher", "student-none", "student-response", "student-lead")
-LEAD_MODEL = "student-lead"
+LEAD = "lead"
+BASELINES = ("response", "none")
 SIGNIFICANCE_ALPHA = 0.05
-# Training-log columns that are not loss components (docs/artifacts.md, lead/training/loop.py).
-_LOG_BOOKKEEPING = {
-    "step", "lr", "teacher_lr", "grad_norm", "teacher_grad_norm", "examples_per_s", "memory_mb",
-    "layers", "layer_weights",
-}
-_DEV_PREFIX = "dev_"
+STUDENT = re.compile(r"^student-(?P<row>.+)-s(?P<seed>-?\d+)$")
 _LOG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _VERSIONED = ("lead", "pytrec-eval-terrier", "scipy", "matplotlib", "pyarrow")
+
+Split = tuple[str, str]  # (collection, split)
 
 
 # --------------------------------------------------------------------------- metrics
 
 
-def _metrics_dir(metrics_root: Path, model: str, split: str) -> Path:
-    return metrics_root / model / split
+class Metrics:
+    """Every model's summaries and per-query files, collection by collection."""
+
+    def __init__(self, roots: Mapping[str, Path], levels: Mapping[str, Mapping[str, int]]):
+        self.roots = {name: Path(path) for name, path in roots.items()}
+        self.levels = levels
+
+    def level(self, split: Split) -> int:
+        return int(self.levels.get(split[0], {}).get(split[1], 1))
+
+    def name(self, base: str, split: Split) -> str:
+        return measure_name(base, self.level(split))
+
+    def directory(self, model: str, split: Split) -> Path:
+        return self.roots[split[0]] / model / split[1]
+
+    def value(self, model: str, split: Split, measure: str) -> float:
+        path = self.directory(model, split) / "summary.parquet"
+        if not path.exists():
+            raise DataError(path, None,
+                            f"missing: no metrics for model {model!r} on {split[0]} {split[1]!r}")
+        table = read_table(path, METRICS)
+        values = dict(zip(table["measure"].to_pylist(), table["value"].to_pylist(), strict=True))
+        if measure not in values:
+            raise DataError(path, f"measure {measure!r}", f"absent; the file has {sorted(values)}")
+        return values[measure]
+
+    def per_query(self, model: str, split: Split) -> Path:
+        return self.directory(model, split) / "per_query.parquet"
 
 
-def _summary_values(metrics_root: Path, model: str, split: str) -> dict[str, float]:
-    path = _metrics_dir(metrics_root, model, split) / "summary.parquet"
-    if not path.exists():
-        raise DataError(path, None, f"missing: no metrics for model {model!r} on split {split!r}")
-    table = read_table(path, METRICS)
-    return dict(zip(table["measure"].to_pylist(), table["value"].to_pylist(), strict=True))
-
-
-def _level(settings: Mapping[str, Any], split: str) -> int:
-    return int(settings["relevance_level"].get(split, 1))
-
-
-def _metrics_table(
-    settings: Mapping[str, Any], metrics_root: Path, models: Sequence[str], splits: Sequence[str]
-) -> list[str]:
-    columns = [
-        (split, measure_name(base, _level(settings, split)))
-        for split in splits
-        for base in settings["report_measures"]
-    ]
-    lines = [
-        "| model | " + " | ".join(f"{split} {name}" for split, name in columns) + " |",
-        "|---|" + "---:|" * len(columns),
-    ]
-    for model in models:
-        summaries = {split: _summary_values(metrics_root, model, split) for split in splits}
-        cells = []
-        for split, name in columns:
-            if name not in summaries[split]:
-                path = _metrics_dir(metrics_root, model, split) / "summary.parquet"
-                raise DataError(
-                    path, f"measure {name!r}", f"absent; the file has {sorted(summaries[split])}"
-                )
-            cells.append(f"{100 * summaries[split][name]:.2f}")
-        lines.append(f"| {model} | " + " | ".join(cells) + " |")
-    return lines
+def _cell(value: float) -> str:
+    return f"{100 * value:.2f}"
 
 
 def _p_cell(p_value: float) -> str:
@@ -93,35 +87,164 @@ def _p_cell(p_value: float) -> str:
     return f"{p_value:.3g}{marker}"
 
 
-def _significance_table(
-    settings: Mapping[str, Any], metrics_root: Path, models: Sequence[str], splits: Sequence[str]
-) -> list[str]:
-    baselines = [model for model in models if model != LEAD_MODEL]
-    if LEAD_MODEL not in models or not baselines:
-        return [f"No paired tests: the report needs {LEAD_MODEL!r} and at least one other model."]
-    lines = [
-        f"| split | measure | baseline | {LEAD_MODEL} | baseline value | Δ (points) "
-        "| p (t-test) | p (permutation) | queries |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
+def _metrics_tables(settings, metrics: Metrics, models, splits) -> tuple[list[str], list[list]]:
+    """One table per collection: a row per model, a column per split and measure."""
+    lines, rows = [], []
+    for collection in dict.fromkeys(c for c, _ in splits):
+        columns = [(split, metrics.name(base, split)) for split in splits
+                   if split[0] == collection for base in settings["report_measures"]]
+        lines += [f"### {collection}", "",
+                  "| model | " + " | ".join(f"{s} {name}" for (_, s), name in columns) + " |",
+                  "|---|" + "---:|" * len(columns)]
+        for model in models:
+            values = [metrics.value(model, split, name) for split, name in columns]
+            lines.append(f"| {model} | " + " | ".join(_cell(v) for v in values) + " |")
+            rows += [[collection, split[1], model, name, value]
+                     for (split, name), value in zip(columns, values, strict=True)]
+        lines.append("")
+    return lines, rows
+
+
+def seeded_rows(models: Sequence[str]) -> dict[str, dict[int, str]]:
+    """Row (method or variant) -> seed -> model, for the students named by seed."""
+    rows: dict[str, dict[int, str]] = {}
+    for model in models:
+        match = STUDENT.match(model)
+        if match:
+            rows.setdefault(match["row"], {})[int(match["seed"])] = model
+    return rows
+
+
+def _mean_sd(values: Sequence[float]) -> str:
+    values = np.asarray(values, dtype=np.float64)
+    sd = values.std(ddof=1) if len(values) > 1 else math.nan
+    return f"{_cell(values.mean())} ± {_cell(sd) if not math.isnan(sd) else 'n/a'}"
+
+
+def selected_on_dev(log_path: Path) -> tuple[str, float, int] | None:
+    """(measure, value, step) of the best dev evaluation in a training log: the checkpoint the
+    run kept (its selection metric is the log's first dev column)."""
+    table = _read_log(log_path)
+    dev = [name for name in table.column_names if name.startswith("dev_")]
+    if not dev:
+        return None
+    values = table.column(dev[0]).to_pylist()
+    steps = table.column("step").to_pylist()
+    known = [(v, -s) for v, s in zip(values, steps, strict=True) if v is not None]
+    if not known:
+        return None
+    value, step = max(known)
+    return dev[0].removeprefix("dev_"), value, -step
+
+
+def _seed_tables(settings, metrics: Metrics, models, splits, logs) -> list[str]:
+    rows = seeded_rows(models)
+    if not rows:
+        return ["No students named by seed (student-<method>-s<seed>) to summarise."]
+    base = settings["significance_measure"]
+    header = [f"{c} {s} {metrics.name(base, (c, s))}" for c, s in splits]
+    selected = {model: selected_on_dev(Path(logs[model])) for m in rows.values()
+                for model in m.values() if model in logs}
+    dev_names = {found[0] for found in selected.values() if found}
+    dev_header = [f"dev {dev_names.pop()} (selected)"] if len(dev_names) == 1 else []
+    lines = ["| method | seeds | " + " | ".join(header + dev_header) + " |",
+             "|---|---:|" + "---:|" * len(header + dev_header)]
+    for row, by_seed in rows.items():
+        cells = [_mean_sd([metrics.value(m, split, metrics.name(base, split))
+                           for m in by_seed.values()]) for split in splits]
+        if dev_header:
+            found = [selected.get(m) for m in by_seed.values()]
+            cells.append(_mean_sd([f[1] for f in found]) if all(found) else "n/a")
+        lines.append(f"| {row} | {len(by_seed)} | " + " | ".join(cells) + " |")
+    lines += ["", f"Mean ± sample standard deviation over the seeds, in points of {base}"
+              + (" and, last, of the dev metric of the checkpoint each run kept (the dev split "
+                 "picks checkpoints and settings; the reported splits never do)."
+                 if dev_header else ".")]
+    return lines
+
+
+def _comparisons(rows: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """LEAD against each baseline present, then each variant against LEAD."""
+    pairs = [(LEAD, b) for b in BASELINES if LEAD in rows and b in rows]
+    pairs += [(row, LEAD) for row in rows if row not in (LEAD, *BASELINES) and LEAD in rows]
+    return pairs
+
+
+def _across_seeds(settings, metrics: Metrics, models, splits) -> tuple[list[str], list[str]]:
+    rows = seeded_rows(models)
+    pairs = _comparisons(rows)
+    if not pairs:
+        return [f"No paired tests: they need the {LEAD!r} student and a baseline."], []
+    base = settings["significance_measure"]
+    lines = ["| collection | split | measure | A | B | seeds | A mean ± sd | B mean ± sd "
+             "| Δ mean ± sd (points) | p (paired t) | p (sign flips) |",
+             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    verdicts = []
     for split in splits:
-        name = measure_name(settings["significance_measure"], _level(settings, split))
-        lead_file = _metrics_dir(metrics_root, LEAD_MODEL, split) / "per_query.parquet"
-        for baseline in baselines:
-            baseline_file = _metrics_dir(metrics_root, baseline, split) / "per_query.parquet"
-            result = compare(lead_file, baseline_file, name)
-            lines.append(
-                f"| {split} | {name} | {baseline} | {100 * result['mean_a']:.2f} "
-                f"| {100 * result['mean_b']:.2f} | {100 * result['delta']:+.2f} "
-                f"| {_p_cell(result['p_ttest'])} | {_p_cell(result['p_permutation'])} "
-                f"| {result['n']} |"
+        name = metrics.name(base, split)
+        for a, b in pairs:
+            seeds = sorted(set(rows[a]) & set(rows[b]))
+            if not seeds:
+                continue
+            result = compare_seeds(
+                {s: metrics.value(rows[a][s], split, name) for s in seeds},
+                {s: metrics.value(rows[b][s], split, name) for s in seeds},
             )
-    lines += [
-        "",
-        f"Paired over queries; Δ = {LEAD_MODEL} − baseline. p-values are two-sided: Student's "
-        "paired t-test and a paired randomisation test (sign flips of the per-query "
-        f"differences, seeded; exact for few queries). * marks p < {SIGNIFICANCE_ALPHA}.",
-    ]
+            means = (_pm(result["mean_a"], result["sd_a"]), _pm(result["mean_b"], result["sd_b"]))
+            lines.append(
+                f"| {split[0]} | {split[1]} | {name} | {a} | {b} | {result['n']} "
+                f"| {means[0]} | {means[1]} "
+                f"| {_pm(result['delta'], result['sd_delta'], signed=True)} "
+                f"| {_p_cell(result['p_ttest'])} | {_p_cell(result['p_permutation'])} |"
+            )
+            verdicts.append(_verdict(a, b, split, name, result))
+    lines += ["", "Paired by seed: each seed trains every method from the same initial "
+              "student on the same data. p-values are two-sided: Student's paired t-test over "
+              "the seeds and the exact sign-flip test over the 2^n sign vectors (with n seeds "
+              f"it cannot go below 2/2^n). * marks p < {SIGNIFICANCE_ALPHA}."]
+    return lines, verdicts
+
+
+def _pm(mean: float, sd: float, *, signed: bool = False) -> str:
+    value = f"{100 * mean:+.2f}" if signed else _cell(mean)
+    return f"{value} ± {_cell(sd)}" if not math.isnan(sd) else value
+
+
+def _verdict(a: str, b: str, split: Split, name: str, result: Mapping[str, Any]) -> str:
+    delta = 100 * result["delta"]
+    where = f"{split[0]} {split[1]} {name}"
+    if result["n"] < 2 or math.isnan(result["p_ttest"]):
+        return f"{a} − {b} on {where}: {delta:+.2f} points with one seed; no test across seeds."
+    if result["p_ttest"] < SIGNIFICANCE_ALPHA:
+        word = "better" if delta > 0 else "worse"
+        return (f"{a} − {b} on {where}: {delta:+.2f} points over {result['n']} seeds "
+                f"(p = {result['p_ttest']:.3g}): {a} is significantly {word}.")
+    return (f"{a} − {b} on {where}: {delta:+.2f} points over {result['n']} seeds "
+            f"(p = {result['p_ttest']:.3g}): no significant difference.")
+
+
+def _per_query(settings, metrics: Metrics, models, splits) -> list[str]:
+    rows = seeded_rows(models)
+    pairs = _comparisons(rows)
+    if not pairs:
+        return []
+    base = settings["significance_measure"]
+    lines = ["| collection | split | measure | A | B | seed | Δ (points) | p (t-test) "
+             "| p (permutation) | queries |", "|---|---|---|---|---|---:|---:|---:|---:|---:|"]
+    for split in splits:
+        name = metrics.name(base, split)
+        for a, b in pairs:
+            for seed in sorted(set(rows[a]) & set(rows[b])):
+                result = compare(metrics.per_query(rows[a][seed], split),
+                                 metrics.per_query(rows[b][seed], split), name)
+                lines.append(
+                    f"| {split[0]} | {split[1]} | {name} | {a} | {b} | {seed} "
+                    f"| {100 * result['delta']:+.2f} | {_p_cell(result['p_ttest'])} "
+                    f"| {_p_cell(result['p_permutation'])} | {result['n']} |"
+                )
+    lines += ["", "Over the queries of ONE training run per seed: these say whether two trained "
+              "models rank the queries differently, not whether one method beats the other "
+              "(for that, the tests across seeds above)."]
     return lines
 
 
@@ -232,14 +355,13 @@ def _log_plots(name: str, log_path: Path, plots_dir: Path) -> list[tuple[str, Pa
     table = _read_log(log_path)
     table = table.take(pc.sort_indices(table, [("step", "ascending")]))
     plots = []
-    losses = _numeric_columns(
-        table, lambda c: c not in _LOG_BOOKKEEPING and not c.startswith(_DEV_PREFIX)
-    )
+    losses = [c for c in schemas.log_losses(table.schema) if c in
+              _numeric_columns(table, lambda _: True)]
     if losses:
         path = plots_dir / f"{name}-losses.png"
         _plot_curves(table, losses, f"{name}: loss components", path)
         plots.append(("loss components", path))
-    dev = _numeric_columns(table, lambda c: c.startswith(_DEV_PREFIX))
+    dev = _numeric_columns(table, lambda c: c.startswith(schemas.DEV_PREFIXES))
     if dev:
         path = plots_dir / f"{name}-dev.png"
         _plot_curves(table, dev, f"{name}: dev evaluation", path)
@@ -284,37 +406,53 @@ def _versions() -> str:
 
 def build_report(
     settings: Mapping[str, Any] | None,
-    metrics_root: str | Path,
+    metrics_roots: Mapping[str, str | Path],
     logs: Mapping[str, str | Path],
     out_md: str | Path,
     plots_dir: str | Path,
     *,
-    splits: Sequence[str],
-    models: Sequence[str] = DEFAULT_MODELS,
+    splits: Sequence[Split],
+    models: Sequence[str],
+    levels: Mapping[str, Mapping[str, int]] | None = None,
+    tables: str | Path | None = None,
 ) -> str:
-    """Write the markdown report (and its PNG plots); return the markdown text.
+    """Write the markdown report (its PNG plots, and `tables`, a TSV of every value when given);
+    return the markdown text.
 
-    `settings` is the config's `evaluate` section; `logs` maps a name (used in plot file
-    names) to a training-log parquet.
+    `settings` is the config's `evaluate` section; `metrics_roots` maps a collection to its
+    metrics folder, `levels` a collection to its splits' relevance levels, and `logs` a name
+    (used in plot file names) to a training-log parquet.
     """
     resolved = resolve("evaluate", settings)
     if not splits or not models:
         raise ConfigError("the report needs at least one split and one model")
-    metrics_root, out_md, plots_dir = Path(metrics_root), Path(out_md), Path(plots_dir)
-    levels = [f"{split}: grade >= {_level(resolved, split)}" for split in splits]
+    metrics = Metrics(metrics_roots, levels or {})
+    out_md, plots_dir = Path(out_md), Path(plots_dir)
+    level_notes = [f"{c} {s}: grade >= {metrics.level((c, s))}" for c, s in splits]
+    quality, table_rows = _metrics_tables(resolved, metrics, models, splits)
+    across, verdicts = _across_seeds(resolved, metrics, models, splits)
     lines = [
         "# LEAD distillation report",
         "",
         "## Retrieval quality (%)",
         "",
-        *_metrics_table(resolved, metrics_root, models, splits),
-        "",
-        "Binary measures (RR, R, AP) count as relevant " + "; ".join(levels)
+        *quality,
+        "Binary measures (RR, R, AP, P) count as relevant " + "; ".join(level_notes)
         + ". nDCG uses the graded judgments. Judged queries missing from a run count as 0.",
         "",
-        f"## Paired significance of {LEAD_MODEL}",
+        "## Methods over seeds",
         "",
-        *_significance_table(resolved, metrics_root, models, splits),
+        *_seed_tables(resolved, metrics, models, splits, logs),
+        "",
+        "## Tests across seeds",
+        "",
+        *across,
+        "",
+        *(f"- {verdict}" for verdict in verdicts),
+        "",
+        "## Tests over the queries of each seed",
+        "",
+        *_per_query(resolved, metrics, models, splits),
         "",
         "## Training",
         *_training_section(logs, plots_dir, out_md),
@@ -323,6 +461,11 @@ def build_report(
         f"Provenance: evaluate settings hash `{config_hash(resolved)}`; {_versions()}.",
     ]
     text = "\n".join(lines) + "\n"
+    if tables is not None:
+        rows = ["collection\tsplit\tmodel\tmeasure\tvalue (%)"]
+        rows += [f"{c}\t{s}\t{m}\t{name}\t{100 * v:.2f}" for c, s, m, name, v in table_rows]
+        with atomic_path(tables) as tmp:
+            tmp.write_text("\n".join(rows) + "\n", encoding="utf-8")
     with atomic_path(out_md) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return text

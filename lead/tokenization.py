@@ -30,6 +30,7 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 # The position limit of BERT-style encoders; the stages truncate further per model.
 MODEL_MAX_LENGTH = 512
 DEFAULT_BATCH_SIZE = 8192
+TITLES = ("pair", "space")
 # The Unigram trainer's score step for characters it adds back (min_score_penalty_delta).
 _ADDED_CHAR_STEP = 1e-4
 _SCORE_DECIMALS = 6
@@ -157,23 +158,45 @@ def tokenize_file(
     *,
     max_length: int,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    titles: str | None = None,
 ) -> int:
     """Tokenize a corpus or queries parquet into TOKENS, one row group per batch, same order.
 
-    Returns the number of rows written.
+    A titled passage is the pair (title, text), `[CLS] title [SEP] text [SEP]` (titles
+    "pair", the release's), or the one text `title text` (titles "space", as BEIR and MTEB
+    feed sentence-transformers models); None takes the model directory's own choice
+    (lead.json), else "pair". Returns the number of rows written.
     """
     input_path = Path(input_path)
     schema, id_column = _input_kind(input_path)
     encoder = batch_encoder(tokenizer_dir, max_length)
-    settings = {"max_length": max_length, "tokenizer_sha256": encoder.fingerprint}
+    titles = titles or _model_titles(Path(tokenizer_dir))
+    if titles not in TITLES:
+        raise ConfigError(f"titles {titles!r}: expected one of {TITLES}")
+    settings = {"max_length": max_length, "tokenizer_sha256": encoder.fingerprint,
+                "titles": titles}
     rows = 0
     with parquet_writer(out_path, schemas.TOKENS, provenance("tokenize", settings)) as writer:
         for batch in iter_batches(input_path, schema, batch_size=batch_size):
-            texts, titles = _batch_columns(input_path, batch, id_column)
+            texts, titles_of = _batch_columns(input_path, batch, id_column)
+            if titles == "space" and titles_of is not None:
+                texts = [f"{t} {x}" if t else x for t, x in zip(titles_of, texts, strict=True)]
+                titles_of = None
             ids = batch.column(id_column)
-            writer.write_table(pa.table([ids, encoder.encode(texts, titles)], schemas.TOKENS))
+            writer.write_table(pa.table([ids, encoder.encode(texts, titles_of)], schemas.TOKENS))
             rows += batch.num_rows
     return rows
+
+
+def _model_titles(model_dir: Path) -> str:
+    """The titles convention a lead model directory records (lead.json), else "pair"."""
+    spec = model_dir / "lead.json"
+    if not spec.is_file():
+        return "pair"
+    try:
+        return json.loads(spec.read_text()).get("titles", "pair")
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{spec}: not valid JSON: {err}") from err
 
 
 def _training_texts(corpus_path: Path, batch_size: int = 10_000) -> Iterator[list[str]]:

@@ -20,7 +20,7 @@ from tiny_models import TEXTS, make_model, make_tokenizer, spread_weights
 
 from lead.distributed import all_gather_with_grad, gather_sizes, global_mean
 from lead.modeling import collate, load_encoder
-from lead.training.objective import DistillationObjective
+from lead.training.distillation import DistillationObjective
 
 GROUP = 3
 PAIRS = [(1, 1), (3, 2)]

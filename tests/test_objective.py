@@ -16,7 +16,8 @@ from lead.losses import (
     reverse_kl,
 )
 from lead.modeling import load_encoder
-from lead.training.objective import DistillationObjective
+from lead.training.distillation import DistillationObjective
+from lead.training.objective import Objective
 
 GROUP = 2
 PAIRS = [(1, 1), (3, 2)]
@@ -204,7 +205,7 @@ def test_cross_encoder_teacher_uses_each_querys_own_group(models):
 
 def test_contrastive_training_of_a_cross_encoder_alone(models):
     model = load_encoder(models["cross"])
-    objective = DistillationObjective(model, None, "contrastive").eval()
+    objective = Objective(model).eval()
     queries, passages = batch(model, QUERIES), batch(model, PASSAGES)
     output = objective(queries, passages, group_size=GROUP)
     with torch.no_grad():

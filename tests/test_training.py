@@ -151,7 +151,7 @@ def _distill_argv(world, out: Path, method: str = "lead", groups: Path | None = 
         "--dev-query-tokens", str(world["student_dev_queries_tokens"]),
         "--dev-qrels", str(world["dev_qrels"]),
         "--out", str(out / "model"), "--log", str(out / "log.parquet"),
-        "--checkpoint-dir", str(out / "checkpoints"),
+        "--checkpoint-dir", str(out / "checkpoints"), "--keep-checkpoint",
     ]
 
 
@@ -400,9 +400,9 @@ def test_baselines_train_only_what_their_method_says(world, tmp_path, method, se
 
 def _poison_from_step(monkeypatch, step: int) -> None:
     """Make the objective's loss NaN from optimizer step `step` on (one micro-batch a step)."""
-    from lead.training.objective import DistillationObjective
+    from lead.training.objective import Objective
 
-    original = DistillationObjective.forward
+    original = Objective.forward
     calls = {"n": 0}
 
     def forward(self, *args, **kwargs):
@@ -412,7 +412,7 @@ def _poison_from_step(monkeypatch, step: int) -> None:
             out.loss = out.loss * float("nan")
         return out
 
-    monkeypatch.setattr(DistillationObjective, "forward", forward)
+    monkeypatch.setattr(Objective, "forward", forward)
 
 
 def _train_argv(world, out: Path, **optimisation) -> list[str]:
@@ -426,7 +426,7 @@ def _train_argv(world, out: Path, **optimisation) -> list[str]:
         "--dev-query-tokens", str(world["student_dev_queries_tokens"]),
         "--dev-qrels", str(world["dev_qrels"]),
         "--out", str(out / "model"), "--log", str(out / "log.parquet"),
-        "--checkpoint-dir", str(out / "checkpoints"),
+        "--checkpoint-dir", str(out / "checkpoints"), "--keep-checkpoint",
     ]
 
 
@@ -484,8 +484,8 @@ def test_lead_takes_its_layer_scores_from_the_same_forward_pass_as_response(worl
     """LEAD costs no extra encoder forward: one per model for queries and one for passages."""
     from lead.distributed import Processes
     from lead.modeling import load_encoder
+    from lead.training.distillation import DistillationObjective
     from lead.training.loop import train_step
-    from lead.training.objective import DistillationObjective
     from lead.training.optim import make_trainee
 
     data = _training_data(world)
@@ -596,8 +596,10 @@ def test_the_initial_model_is_kept_when_training_only_hurts(world, lead_run, tmp
 def test_a_jointly_trained_teachers_dev_metric_is_logged(world, tmp_path):
     argv = _distill_argv(world, tmp_path, optimisation={"steps": 4, "eval_every": 2,
                                                         "checkpoint_every": 4})
+    argv.remove("--keep-checkpoint")
     argv += ["--teacher-dev-query-tokens", str(world["teacher_dev_queries_tokens"])]
     assert main(argv) == 0
+    assert not (tmp_path / "checkpoints").exists()  # nothing resumes a finished run
     log = _log(tmp_path).dropna(subset=["dev_RR@10"])
     assert log["step"].tolist() == [0, 2, 4]
     assert log["teacher_dev_RR@10"].notna().all()
@@ -608,8 +610,8 @@ def test_a_jointly_trained_teachers_dev_metric_is_logged(world, tmp_path):
 def test_a_frozen_teacher_read_from_its_layer_cache_trains_the_student_as_the_live_one(
     world, tmp_path
 ):
+    from lead.cache_teacher import cache_file
     from lead.config import resolve
-    from lead.training.teacher_cache import cache_file
 
     cache = resolve("distillation", {})["teacher_cache"]
     files = {}
@@ -631,6 +633,18 @@ def test_a_frozen_teacher_read_from_its_layer_cache_trains_the_student_as_the_li
                        atol=1e-5, equal_nan=True)
     first, second = _weights(live / "model"), _weights(cached / "model")
     assert all(torch.allclose(first[n], second[n], atol=1e-5) for n in first)
+    # the cache also gives the teacher's corpus embeddings without a forward pass
+    from lead.cache_teacher import embeddings_from_cache
+    from lead.encode import encode_file
+
+    encoded, read_off = tmp_path / "encoded.parquet", tmp_path / "read-off.parquet"
+    encode_file(world["teacher"], world["teacher_corpus_tokens"], "passage", encoded,
+                resolve("encode", {"batch_size": 7}))
+    embeddings_from_cache(world["teacher"], files["passage"], read_off)
+    a, b = pq.read_table(encoded), pq.read_table(read_off)
+    assert a.column("id").equals(b.column("id"))
+    assert np.allclose(np.stack(a.column("embedding").to_numpy(zero_copy_only=False)),
+                       np.stack(b.column("embedding").to_numpy(zero_copy_only=False)), atol=1e-5)
     # a jointly trained teacher cannot be read from a cache
     joint = _distill_argv(world, tmp_path / "joint")
     joint += ["--teacher-cache-queries", str(files["query"]),

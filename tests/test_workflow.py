@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from workflow_copy import copy_workflow, merge
+from workflow_copy import REPO, copy_workflow, merge
 
 from lead import schemas
 
@@ -68,13 +68,14 @@ def tiny_run(tmp_path_factory):
     return workdir
 
 
-# What a change to the distillation plans: the three students and everything downstream.
+# What a change to the distillation plans: the four students (three methods and the frozen
+# variant) and everything downstream.
 DISTILLATION_AND_DESCENDANTS = {
-    "distill": 3,
-    "encode_corpus": 6,
-    "encode_queries": 3,
-    "search": 3,
-    "evaluate": 3,
+    "distill": 4,
+    "encode_corpus": 8,
+    "encode_queries": 4,
+    "search": 4,
+    "evaluate": 4,
     "report": 1,
 }
 
@@ -89,25 +90,38 @@ def test_every_artifact_has_its_schema(tiny_run):
         "negatives/initial.parquet": schemas.GROUPS,
         "tokens/teacher/corpus.parquet": schemas.TOKENS,
         "tokens/student/queries/train.parquet": schemas.TOKENS,
-        "runs/student-lead/test.parquet": schemas.RUN,
-        "metrics/student-lead/test/summary.parquet": schemas.METRICS,
-        "metrics/teacher/test/per_query.parquet": schemas.PER_QUERY_METRICS,
+        "runs/student-lead-s888/test.parquet": schemas.RUN,
+        "metrics/student-lead-s888/test/summary.parquet": schemas.METRICS,
+        "metrics/teacher-warm/test/per_query.parquet": schemas.PER_QUERY_METRICS,
     }
     for relative, schema in expected.items():
         actual = pq.read_schema(results / relative)
         for field in schema:
             assert actual.field(field.name).type == field.type, relative
-    for model in ("teacher", "student-none", "student-response", "student-lead"):
+    models = ("teacher-init", "teacher-warm", "student-init", "student-none-s888",
+              "student-response-s888", "student-lead-s888", "student-frozen-s888")
+    for model in models:
         for shard in ("000", "001"):
             embedding = pq.read_schema(results / f"embeddings/{model}/corpus/{shard}.parquet")
             assert embedding.field("embedding").type.value_type == "float"
         assert (results / f"runs/{model}/test.trec").stat().st_size > 0
-    log = pq.read_table(results / "training/student-lead.parquet").to_pandas()
-    assert {"step", "lr"} <= set(log.columns)
+    log = pq.read_table(results / "training/student-lead-s888.parquet").to_pandas()
+    assert {"step", "lr", "dev_RR@10", "teacher_dev_RR@10"} <= set(log.columns)
+    assert log["step"].iloc[0] == 0  # the initial model's dev evaluation
     report = (results / "report.md").read_text()
-    for model in ("teacher", "student-none", "student-response", "student-lead"):
-        assert model in report
+    for model in models:
+        assert f"| {model} |" in report
     assert list((results / "plots").glob("*.png"))
+    assert not (results / "checkpoints").exists()  # finished runs leave no checkpoint
+    # the frozen variant read its teacher from the layer cache
+    frozen = (results / "logs/train/student-frozen-s888.log").read_text()
+    assert "teacher scores come from its layer cache" in frozen
+    assert pq.read_schema(results / "teacher_cache/corpus/000.parquet").names == ["id", "layers"]
+    # every stage says what it read, how long it took and how far it is
+    for line in ("start distill: teacher", "s/step", "examples/s", "ETA", "done distill in"):
+        assert line in frozen, line
+    encode_log = (results / "logs/encode/student-lead-s888-corpus-000.log").read_text()
+    assert "start encode" in encode_log and "done encode" in encode_log
 
 
 @pytest.mark.slow
@@ -142,12 +156,13 @@ def test_editing_the_loss_module_reruns_distillation_only(tiny_run):
 @pytest.mark.slow
 def test_killed_encoding_job_redoes_its_shard_only(tiny_run):
     results = tiny_run / "results" / "tiny"
-    shard = results / "embeddings/teacher/corpus/001.parquet"
+    shard = results / "embeddings/teacher-warm/corpus/001.parquet"
     before = pq.read_table(shard)
     # The state of a run killed while encoding shard 001: nothing downstream of it exists.
     for done in (shard, results / "report.md"):
         done.unlink()
-    for done in (results / "runs/teacher", results / "metrics/teacher", results / "plots"):
+    for done in (results / "runs/teacher-warm", results / "metrics/teacher-warm",
+                 results / "plots"):
         shutil.rmtree(done)
     encode = subprocess.Popen(
         [
@@ -173,10 +188,13 @@ def test_killed_encoding_job_redoes_its_shard_only(tiny_run):
         cwd=tiny_run,
         env=ENV,
     )
-    time.sleep(4)
+    # Kill it while it writes: once its temporary sibling exists, not after a fixed time.
+    while not list(shard.parent.glob(f".{shard.name}.tmp-*")) and encode.poll() is None:
+        time.sleep(0.02)
     encode.send_signal(signal.SIGKILL)
-    encode.wait()
+    assert encode.wait() == -signal.SIGKILL, "the job ended before it could be killed"
     assert not shard.exists(), "a killed encoding job must leave no output"
+    assert list(shard.parent.glob(f".{shard.name}.tmp-*")), "its temporary is left behind"
 
     assert planned_jobs(tiny_run, "--configfile", "tiny.yaml") == {
         "encode_corpus": 1,
@@ -186,6 +204,7 @@ def test_killed_encoding_job_redoes_its_shard_only(tiny_run):
     }
     snakemake(tiny_run, "--configfile", "tiny.yaml")
     assert pq.read_table(shard).equals(before)
+    assert not list(shard.parent.glob(".*.tmp-*")), "the rerun cleans the killed job's temporary"
 
 
 def test_invalid_config_names_the_key_before_any_job(tmp_path):
@@ -208,20 +227,23 @@ def test_dry_run_shows_the_full_dag(tmp_path, config, profile):
         workdir,
         "--dry-run",
         "--workflow-profile",
-        f"workflow/profiles/{profile}",
+        profile,
         "--configfile",
         f"config/{config}",
     )
     jobs = planned_jobs(
         workdir,
         "--workflow-profile",
-        f"workflow/profiles/{profile}",
+        profile,
         "--configfile",
         f"config/{config}",
     )
-    assert jobs["distill"] == 3 and jobs["report"] == 1 and jobs["data"] == 1
+    settings = yaml.safe_load((workdir / "config" / config).read_text())["distillation"]
+    rows = len(settings.get("methods", [0, 0, 0])) + len(settings.get("variants", {}))
+    assert jobs["distill"] == rows * len(settings.get("seeds") or [0])
+    assert jobs["report"] == 1 and jobs["data"] == 1
     if config.startswith("msmarco"):
-        assert jobs["mine_negatives"] == 1 and jobs["encode_corpus"] >= 16 * 4
+        assert jobs["negatives_mined"] == 1 and jobs["encode_corpus"] >= 16 * 4
         distill = result.stdout.split("rule distill:", 1)[1].split("\n\n", 1)[0]
         assert "gpu=1" in distill.replace(" ", "")
 
@@ -232,11 +254,119 @@ def test_training_rule_with_two_gpus_runs_two_processes(tiny_run):
 
     Runs last: it retrains one student, so later plans would include its descendants.
     """
-    target = "results/tiny/models/student-lead"
+    target = "results/tiny/models/student-lead-s888"
     snakemake(
         tiny_run, "--configfile", "tiny.yaml", "--set-resources", "distill:gpu=2",
         "--forcerun", target, "--", target,
     )
-    log = (tiny_run / "results/tiny/logs/train/student-lead.log").read_text()
+    log = (tiny_run / "results/tiny/logs/train/student-lead-s888.log").read_text()
     assert "2 process(es)" in log
     assert (tiny_run / target / "lead.json").exists()
+
+
+@pytest.mark.slow
+def test_touching_files_or_moving_the_checkout_replans_nothing(tiny_run, tmp_path):
+    """Reruns follow the content of the code a stage imports (lead.code), not file times or
+    absolute paths."""
+    for path in (tiny_run / "lead").rglob("*.py"):
+        os.utime(path)
+    assert planned_jobs(tiny_run, "--configfile", "tiny.yaml") == {}
+    moved = shutil.copytree(tiny_run, tmp_path / "elsewhere", symlinks=True)
+    assert planned_jobs(moved, "--configfile", "tiny.yaml") == {}
+
+
+@pytest.mark.slow
+def test_changing_one_variant_reruns_that_variant_only(tiny_run):
+    changed = write_config(tiny_run, "variant.yaml", distillation={
+        "variants": {"frozen": {"teacher_trainable": False, "layers": {"k": 2}}}})
+    assert planned_jobs(tiny_run, "--configfile", str(changed)) == {
+        "distill": 1, "encode_corpus": 2, "encode_queries": 1, "search": 1, "evaluate": 1,
+        "report": 1,
+    }
+    seeds = write_config(tiny_run, "seeds.yaml", distillation={"seeds": [888, 7]})
+    assert planned_jobs(tiny_run, "--configfile", str(seeds)) == {  # seed 888 exists already
+        "distill": 4, "encode_corpus": 8, "encode_queries": 4, "search": 4, "evaluate": 4,
+        "report": 1,
+    }
+
+
+@pytest.mark.slow
+def test_the_report_of_snakemake_holds_the_tables_and_plots(tiny_run):
+    snakemake(tiny_run, "--configfile", "tiny.yaml", "--report", "report.html")
+    html = (tiny_run / "report.html").read_text(errors="replace")
+    assert "metrics.tsv" in html and "report.md" in html
+    assert "student-lead-s888" in html and "layer-weights" in html
+
+
+def test_config_given_on_the_command_line_goes_on_top_of_the_default(tmp_path):
+    workdir = copy_workflow(tmp_path)
+    default = yaml.safe_load((workdir / "config" / "default.yaml").read_text())
+    out = snakemake(workdir, "--dry-run", "--config", "name=try").stdout
+    assert "results/try/report.md" in out
+    jobs = planned_jobs(workdir, "--config", "name=try")
+    distill = default["distillation"]
+    assert jobs["distill"] == (len(distill["methods"]) + len(distill.get("variants", {}))) * len(
+        distill["seeds"])
+    # several config files merge, in order
+    extra = workdir / "extra.yaml"
+    extra.write_text("name: merged\n")
+    out = snakemake(workdir, "--dry-run", "--configfile", "tiny.yaml", str(extra)).stdout
+    assert "results/merged/report.md" in out and "results/tiny" not in out
+
+
+def test_every_rule_runs_a_stage_of_the_stage_table(tmp_path):
+    from lead.__main__ import STAGES, stage_of_rule
+
+    workdir = copy_workflow(tmp_path)
+    rules = snakemake(workdir, "--list-rules", "--configfile", "tiny.yaml").stdout.split()
+    rules = [rule for rule in rules if rule != "all"]
+    assert {"data", "distill", "encode_corpus", "negatives_mined", "cache_teacher_corpus"} <= set(
+        rules)
+    for rule in rules:
+        assert stage_of_rule(rule) in STAGES, rule
+    smk = "".join(p.read_text() for p in (workdir / "workflow" / "rules").glob("*.smk"))
+    for rule in rules:
+        if rule.startswith("data_"):
+            continue
+        body = smk.split(f"rule {rule}:", 1)[1].split("\nrule ", 1)[0]
+        assert f"python -m lead {stage_of_rule(rule)}" in body or (
+            f"{{params.launch}} {stage_of_rule(rule)}" in body), rule
+
+
+@pytest.mark.slow
+def test_a_checkpoint_is_scored_zero_shot_on_a_collection_as_evaluate_model_scores_it(tmp_path):
+    """A config of collections only (no training) through the workflow, and the one command
+    for any model on any collection: the same summary."""
+    workdir = copy_workflow(tmp_path)
+    beir = REPO / "tests" / "fixtures" / "data" / "beir"
+    config = {
+        "name": "zero-shot",
+        "teacher": {"init": "package:minilm"},
+        "teacher_training": {"enabled": False},
+        "distillation": {"methods": []},
+        "encode": {"shards": 1},
+        "search": {"depth": 100},
+        "evaluate": {"collections": {"fixture": {"source": "beir", "beir": {"path": str(beir)},
+                                                 "eval_splits": ["test"]}},
+                     "report_measures": ["nDCG@10", "RR@10"]},
+    }
+    (workdir / "zero.yaml").write_text(yaml.safe_dump(config))
+    jobs = planned_jobs(workdir, "--configfile", "zero.yaml")
+    assert "distill" not in jobs and "data" not in jobs and jobs["data_fixture"] == 1
+    snakemake(workdir, "--configfile", "zero.yaml")
+    root = workdir / "results/zero-shot/collections/fixture"
+    ours = pq.read_table(root / "metrics/teacher-init/test/summary.parquet").to_pylist()
+    out = tmp_path / "direct"
+    argv = ["evaluate-model", "--model", "package:minilm", "--collection", str(beir),
+            "--out", str(out), "--depth", "100", "--query-max-length", "32",
+            "--passage-max-length", "256"]
+    done = subprocess.run([sys.executable, "-m", "lead", *argv], cwd=workdir, env=ENV,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    direct = {row["measure"]: row["value"]
+              for row in pq.read_table(out / "summary.parquet").to_pylist()}
+    assert {row["measure"]: row["value"] for row in ours if row["measure"] in direct} == {
+        name: value for name, value in direct.items() if name in {r["measure"] for r in ours}}
+    assert (out / "run.trec").read_text().splitlines()
+    report = (workdir / "results/zero-shot/report.md").read_text()
+    assert "### fixture" in report and "| teacher-init |" in report

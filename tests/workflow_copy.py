@@ -29,7 +29,7 @@ def merge(base: dict, changes: dict) -> dict:
 def copy_workflow(dest: Path, config_name: str = "tiny.yaml", **changes: Any) -> Path:
     """Copy the workflow into `dest`, with the tiny config (plus `changes`) as `config_name`."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("Snakefile", "workflow", "config", "lead"):
+    for name in ("Snakefile", "workflow", "profiles", "config", "lead"):
         source = REPO / name
         if source.is_dir():
             shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__"))

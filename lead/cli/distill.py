@@ -13,7 +13,7 @@ HELP = "train a student with a teacher: none | response | lead"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lead.training.objective import METHODS
+    from lead.training.distillation import METHODS
 
     parser.add_argument("--method", required=True, choices=METHODS)
     parser.add_argument("--settings", required=True,
@@ -37,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     from lead.config import resolve
     from lead.errors import ConfigError
+    from lead.training.distillation import DistillationObjective
     from lead.training.job import CacheFiles, ModelFiles, TrainingJob
     from lead.training.loop import train
 
@@ -68,11 +69,13 @@ def run(args: argparse.Namespace) -> None:
             distillation=distillation,
             model_settings=models,
             teacher_cache=cache,
+            keep_checkpoint=args.keep_checkpoint,
             card={"method": args.method,
                   "base model": models["student"]["init"] if "student" in models
                   else str(args.student),
                   "teacher": models["teacher"]["init"] if "teacher" in models
                   else str(args.teacher),
                   "training groups": str(args.groups)},
-        )
+        ),
+        DistillationObjective,
     )

@@ -11,7 +11,11 @@ HELP = "embed tokenized queries or passages with a dual encoder"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, type=Path, help="model directory (lead.json)")
-    parser.add_argument("--tokens", required=True, type=Path, help="tokens parquet")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--tokens", type=Path, help="tokens parquet")
+    source.add_argument("--from-cache", type=Path, metavar="LAYER_CACHE",
+                        help="read the final vectors off the model's layer cache of these "
+                        "texts (cache-teacher) instead of running the model")
     parser.add_argument("--role", required=True, choices=["query", "passage"])
     parser.add_argument("--out", required=True, type=Path, help="embeddings parquet to write")
     parser.add_argument(
@@ -37,6 +41,11 @@ def run(args: argparse.Namespace) -> None:
     from lead.encode import encode_file
 
     settings = resolve("encode", parse_settings(args.settings))
+    if args.from_cache is not None:
+        from lead.cache_teacher import embeddings_from_cache
+
+        embeddings_from_cache(args.model, args.from_cache, args.out, dtype=settings["dtype"])
+        return
     shard, num_shards = shard_arguments(args, settings)
     encode_file(args.model, args.tokens, args.role, args.out, settings,
                 shard=shard, num_shards=num_shards)

@@ -12,19 +12,22 @@ HELP = "metrics tables, LEAD's significance tests and training plots"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--settings", default="{}", help="JSON of the config's evaluate section")
     parser.add_argument(
-        "--metrics", action="append", default=[], metavar="COLLECTION=DIR",
-        help="a collection's metrics directory, holding {model}/{split}/per_query.parquet "
-        "(repeat for several)",
+        "--metrics", required=True, nargs="+", metavar="COLLECTION=DIR",
+        help="each collection's metrics directory, holding {model}/{split}/per_query.parquet",
     )
     parser.add_argument(
-        "--log", action="append", default=[], metavar="NAME=PATH",
-        help="a training log to plot under NAME (repeat for several)",
+        "--logs", nargs="*", default=[], metavar="NAME=PATH",
+        help="training logs to plot, each under its NAME",
     )
+    parser.add_argument("--levels", default="{}",
+                        help="JSON {collection: {split: relevance level}} (default 1)")
     parser.add_argument("--splits", required=True, nargs="+", metavar="COLLECTION:SPLIT",
                         help="evaluation splits, each as collection:split")
     parser.add_argument("--models", required=True, nargs="+",
                         help="rows of the tables, in order")
     parser.add_argument("--out", required=True, type=Path, help="markdown report to write")
+    parser.add_argument("--tables", type=Path,
+                        help="also write every model's measures as a TSV table here")
     parser.add_argument("--plots", required=True, type=Path, help="directory for PNG plots")
 
 
@@ -55,6 +58,7 @@ def run(args: argparse.Namespace) -> None:
             raise ConfigError(f"--splits {value!r}: expected COLLECTION:SPLIT with a collection "
                               f"given by --metrics ({sorted(metrics)})")
         splits.append((collection, split))
-    logs = {name: Path(path) for name, path in _pairs(args.log, "--log").items()}
+    logs = {name: Path(path) for name, path in _pairs(args.logs, "--logs").items()}
     build_report(parse_settings(args.settings), metrics, logs, args.out, args.plots,
-                 splits=splits, models=args.models)
+                 splits=splits, models=args.models, levels=parse_settings(args.levels),
+                 tables=args.tables)

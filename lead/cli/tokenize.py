@@ -16,10 +16,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="TOKENS parquet to write")
     parser.add_argument("--max-length", required=True, type=int, help="tokens per row, at most")
     parser.add_argument("--batch-size", type=int, help="rows per batch and row group")
+    parser.add_argument("--titles", choices=["pair", "space"],
+                        help="a titled passage as the pair (title, text) or the text 'title "
+                        "text' (default: the model directory's own, else pair)")
 
 
 def run(args: argparse.Namespace) -> None:
     from lead.tokenization import DEFAULT_BATCH_SIZE, tokenize_file
 
     tokenize_file(args.tokenizer, args.input, args.out, max_length=args.max_length,
-                  batch_size=args.batch_size or DEFAULT_BATCH_SIZE)
+                  batch_size=args.batch_size or DEFAULT_BATCH_SIZE, titles=args.titles)

@@ -27,7 +27,10 @@ def training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dev-qrels", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path, help="best-on-dev model directory")
     parser.add_argument("--log", required=True, type=Path, help="training log parquet")
-    parser.add_argument("--checkpoint-dir", required=True, type=Path)
+    parser.add_argument("--checkpoint-dir", required=True, type=Path,
+                        help="where a killed run resumes from; removed after success")
+    parser.add_argument("--keep-checkpoint", action="store_true",
+                        help="keep the checkpoint folder after success")
 
 
 def settings_of(text: str, sections: set[str]) -> dict:
@@ -62,6 +65,7 @@ def run(args: argparse.Namespace) -> None:
             optimisation=resolve_optimisation(settings.get("optimisation")),
             distillation=resolve("distillation", {}),
             model_settings={"student": model} if model else {},
+            keep_checkpoint=args.keep_checkpoint,
             card={"method": "contrastive warm-up",
                   "base model": model["init"] if model else str(args.model),
                   "training groups": str(args.groups)},

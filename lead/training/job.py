@@ -47,6 +47,7 @@ class TrainingJob:
     model_settings: dict[str, dict[str, Any]]  # role -> resolved model section
     teacher_cache: CacheFiles | None = None
     card: dict[str, Any] = field(default_factory=dict)  # facts for the saved model's card
+    keep_checkpoint: bool = False  # after success; a run that ends early always keeps it
 
     @property
     def scratch(self) -> Path:

@@ -35,6 +35,7 @@ from lead.modeling.export import write_model_card
 from lead.training import checkpoint as ckpt
 from lead.training.data import EncoderInputs, Groups, ModelTokens, TrainingData
 from lead.training.job import TrainingJob, check_models, job_fingerprint
+from lead.training.objective import Objective
 from lead.training.optim import Trainee, autocast_for, make_trainee
 from lead.training.progress import Clock, StepResult, log_row, write_log
 from lead.training.validation import DevBatches, Scoring, evaluate_model, load_dev_set
@@ -46,13 +47,15 @@ class NonFiniteLoss(LeadError):
     """Training diverged; the last checkpoint (written before this step) stays as it was."""
 
 
-def train(job: TrainingJob) -> Path:
-    """Run (or resume) a training job; returns the saved best-on-dev model directory."""
+def train(job: TrainingJob, objective_type: type[Objective] = Objective) -> Path:
+    """Run (or resume) a training job with the objective `objective_type` builds (the
+    contrastive one by default, lead.training.distillation's for `distill`); returns the saved
+    best-on-dev model directory."""
     owns_group = not dist.is_initialized()
     procs = init_processes()
     try:
         with _scratch(job, procs) as scratch:
-            return _train(job, procs, scratch)
+            return _train(job, objective_type, procs, scratch)
     finally:
         if owns_group and dist.is_initialized():
             dist.destroy_process_group()
@@ -76,13 +79,12 @@ def _scratch(job: TrainingJob, procs: Processes) -> Iterator[Path]:
                 job.checkpoint_dir.rmdir()
 
 
-def _train(job: TrainingJob, procs: Processes, scratch: Path) -> Path:
+def _train(job: TrainingJob, objective_type: type[Objective], procs: Processes,
+           scratch: Path) -> Path:
     from lead.modeling import load_encoder
-    from lead.training.layers import LayerSelector
-    from lead.training.objective import DistillationObjective
     from lead.training.teacher_cache import TeacherCache
 
-    opt, distill = job.optimisation, job.distillation
+    opt = job.optimisation
     say = log.info if procs.is_main else lambda *args: None
     seed, steps, accumulation = opt["seed"], opt["steps"], opt["gradient_accumulation"]
     autocast = autocast_for(procs.device, opt["precision"])
@@ -91,21 +93,15 @@ def _train(job: TrainingJob, procs: Processes, scratch: Path) -> Path:
     # Models, before any data is read, so that a model not fitting the config fails at once.
     torch.manual_seed(seed)  # identical on every process, should a model init anything
     student = load_encoder(job.student.model_dir)
-    teacher = load_encoder(job.teacher.model_dir) if job.method in ("response", "lead") else None
+    teacher = load_encoder(job.teacher.model_dir) if objective_type.needs_teacher(job) else None
     check_models(job, student, teacher)
-    selector = None
-    if job.method == "lead":
-        selector = LayerSelector.from_settings(
-            distill["layers"], teacher.num_layers, student.num_layers, seed=seed
-        )
-    teacher_trained = teacher is not None and distill["teacher_trainable"]
-    objective = DistillationObjective(
-        student, teacher, job.method, distill, gradient_scale=opt["gradient_scale"]
-    ).to(procs.device)
+    objective = objective_type.build(job, student, teacher).to(procs.device)
     objective.train()
-    trainees = [make_trainee("student", student, opt, opt["learning_rate"])]
-    if teacher_trained:
-        trainees.append(make_trainee("teacher", teacher, opt, opt["teacher_learning_rate"]))
+    trained = objective.trainees()
+    teacher_trained = "teacher" in trained
+    rates = {"student": opt["learning_rate"],
+             "teacher": opt["teacher_learning_rate"] or opt["learning_rate"]}
+    trainees = [make_trainee(name, module, opt, rates[name]) for name, module in trained.items()]
 
     # Data: every model reads its own tokens (or its layer cache) of the same groups.
     groups = Groups.read(job.groups, opt["negatives_per_query"])
@@ -177,7 +173,7 @@ def _train(job: TrainingJob, procs: Processes, scratch: Path) -> Path:
     examples_per_step = opt["batch_size"] * accumulation * procs.world_size
     clock = Clock(steps, progress.step)
     while progress.step < steps:
-        pairs = selector.pairs(progress.step) if selector is not None else []
+        pairs = objective.layer_pairs(progress.step)
         micro_batches = (
             data.micro_batch(counter)
             for counter in range(progress.step * accumulation, (progress.step + 1) * accumulation)
@@ -217,12 +213,14 @@ def _train(job: TrainingJob, procs: Processes, scratch: Path) -> Path:
             write_model_card(tmp, name=job.out.name, facts=facts)
         log.info("saved the best model (step %d, dev %s %.4f) to %s",
                  progress.best_step, opt["select_metric"], progress.best_value, job.out)
+        if not job.keep_checkpoint:  # nothing resumes a finished run: free its gigabytes
+            shutil.rmtree(job.checkpoint_dir, ignore_errors=True)
     distributed.barrier()
     return job.out
 
 
 def train_step(
-    objective: torch.nn.Module,
+    objective: Objective,
     trainees: list[Trainee],
     micro_batches: Iterable[dict[str, EncoderInputs]],
     layer_pairs: list[tuple[int, int]],

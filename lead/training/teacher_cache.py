@@ -7,15 +7,14 @@ similarity gives exactly the scores the live teacher would give (a test checks t
 1e-5 in fp32). ColBERT teachers (token states) and cross-encoders (pairs) have no per-text
 vector and always run live.
 
-The `cache-teacher` stage writes one parquet per tokens file (the training queries, the corpus
-in shards): `id`, and `layers`, the L blocks' pooled vectors back to back (schema
-lead.schemas.teacher_layers). The distillation job keeps the rows its groups need, memory-mapped
-from its scratch folder.
+The `cache-teacher` stage (lead.cache_teacher) writes one parquet per tokens file (the training
+queries, the corpus in shards): `id`, and `layers`, the L blocks' pooled vectors back to back
+(schema lead.schemas.teacher_layers). Here, the distillation job reads the rows its groups
+need, memory-mapped from its scratch folder.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,57 +27,13 @@ import torch
 
 from lead import schemas
 from lead.errors import ConfigError, DataError
-from lead.io import iter_batches, open_parquet, provenance
+from lead.io import iter_batches, open_parquet
 from lead.training.data import EncoderInputs, Groups, _Growing, _Rows, _scratch_file, keep_ids
-
-log = logging.getLogger(__name__)
 
 
 def cacheable(kind: str, teacher_trainable: bool, settings: Mapping[str, Any]) -> bool:
     """Whether a distillation reads its teacher from the cache (`teacher_cache.enabled`)."""
     return settings["enabled"] == "auto" and kind == "dual" and not teacher_trainable
-
-
-def cache_file(
-    model_dir: str | Path,
-    tokens_path: str | Path,
-    role: str,
-    out_path: str | Path,
-    settings: Mapping[str, Any],
-    *,
-    batch_size: int,
-    shard: int = 0,
-    num_shards: int = 1,
-) -> int:
-    """Encode one shard of a tokens file at every layer of a dual encoder; returns rows."""
-    from lead.encode import encode_tokens
-    from lead.modeling import collate, load_encoder
-
-    encoder = load_encoder(model_dir)
-    if encoder.kind != "dual":
-        raise ConfigError(
-            f"{model_dir} is a {encoder.kind} model: only a dual-encoder teacher has a layer "
-            "cache (ColBERT and cross-encoder teachers run live)"
-        )
-    encoder.eval()
-    layers = list(range(1, encoder.num_layers + 1))
-    encode = encoder.encode_query if role == "query" else encoder.encode_passage
-
-    def embed(rows: list[Sequence[int]]) -> np.ndarray:
-        with torch.inference_mode():
-            reps = encode(collate(rows, encoder.pad_id), layers)
-        stacked = torch.stack([reps.layers[i] for i in layers], dim=1)
-        return stacked.reshape(len(rows), -1).float().numpy()
-
-    schema = schemas.teacher_layers(encoder.num_layers, encoder.hidden_size, settings["dtype"])
-    prov = provenance("cache-teacher", dict(settings), role=role, shard=shard,
-                      num_shards=num_shards, layers=encoder.num_layers, dim=encoder.hidden_size)
-    return encode_tokens(
-        tokens_path, out_path, embed, encoder.num_layers * encoder.hidden_size,
-        batch_size=batch_size, shard=shard, num_shards=num_shards,
-        vocab_size=encoder.backbone.get_input_embeddings().num_embeddings, prov=prov,
-        schema=schema,
-    )
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,15 @@
-# Helpers shared by every rule: config validation, paths, config slices, code inputs.
+# Helpers shared by every rule: the validated config, its plan (lead.plan), paths, config
+# slices and code hashes. Rules call `python -m lead <stage>`; the stage is named by the rule.
 
+import copy
 import os
+import re
 import sys
 from pathlib import Path
 
 from lead import config as lead_config
+from lead import plan as lead_plan
+from lead.code import stage_hash
 
 # Stages run `python -m lead` and `torchrun` from the environment that runs Snakemake (e.g.
 # `.venv/bin/snakemake` without an activated venv); a rule's conda env, when deployed, is
@@ -15,92 +20,78 @@ os.environ.update(
     )
 )
 
-# Validate before any job starts; fills every default from workflow/schemas/config.schema.yaml.
+# Validate before any job starts (every default from the schema), then check that the config
+# can work: model depths, kinds, splits, measures, names (lead.plan, `python -m lead
+# check-config`).
+RAW_CONFIG = copy.deepcopy(dict(config))
 config.update(lead_config.validate(config))
+PLAN = lead_plan.build(config, raw=RAW_CONFIG)
+for note in PLAN.notes:
+    print(f"lead check-config: {note}", file=sys.stderr)
 
-RESULTS = f"results/{config['name']}"
+RESULTS = PLAN.results
 LOGS = f"{RESULTS}/logs"
 BENCHMARKS = f"{RESULTS}/benchmarks"
-ROLES = ["teacher", "student"]
-METHODS = config["distillation"]["methods"]
-STUDENTS = [f"student-{method}" for method in METHODS]
-# ColBERT and cross-encoder teachers cannot search a corpus: the report then shows students only.
-MODELS = (["teacher"] if config["teacher"]["kind"] == "dual" else []) + STUDENTS
-EVAL_SPLITS = config["dataset"]["eval_splits"]
-SPLITS = sorted({"train", "dev", *EVAL_SPLITS})
 SHARDS = [f"{i:03d}" for i in range(config["encode"]["shards"])]
-# The dual encoder that mines dense negatives, and every model that gets encoded.
-MINER = "student-warmup" if config["negatives"]["miner"] == "student" else "teacher"
-ENCODED = MODELS + ([MINER] if config["negatives"]["source"] == "dense" else [])
+COLLECTIONS = {c.name: c for c in PLAN.collections}
+ROOTS = {c.root: c for c in PLAN.collections}
+STUDENTS = {job.name: job for job in PLAN.students}
+TRAINING_SPLITS = ["train", "dev"]
 
 
 wildcard_constraints:
     role="teacher|student",
-    model="|".join(sorted(set(ENCODED))),
-    method="|".join(METHODS),
-    split="|".join(SPLITS),
+    model="|".join(re.escape(m) for m in PLAN.models),
+    student="|".join(re.escape(name) for name in STUDENTS) or "(?!)",
+    split="|".join(
+        re.escape(s) for s in sorted({s for c in PLAN.collections for s in c.splits})
+    ),
     shard=r"\d{3}",
+    root="|".join(re.escape(root) for root in ROOTS),
 
 
 def settings(**sections):
     """The config slices a stage depends on, as canonical JSON (a rule param, so that a
     changed setting reruns that stage and its descendants only)."""
-    return lead_config.dumps({name: value for name, value in sections.items()})
+    return lead_config.dumps(sections)
 
 
-def code(*paths):
-    """The package files a stage runs, as inputs: editing one reruns the stage."""
-    files = []
-    for path in paths:
-        path = Path(workflow.basedir) / "lead" / path
-        files += (
-            sorted(str(p) for p in path.rglob("*.py")) if path.is_dir() else [str(path)]
-        )
-    return files
+def code(stage):
+    """The hash of the code a stage runs (lead.code): editing it reruns the stage."""
+    return stage_hash(stage)
 
 
-COMMON_CODE = code("__main__.py", "io.py", "config.py", "errors.py", "schemas.py")
-
-
-# Each data source reads only its own sub-section: a change to another source's settings
-# plans nothing.
-SOURCE_SECTIONS = {
-    "embedded": "embedded",
-    "msmarco-passage": "msmarco",
-    "msmarco-document": "msmarco",
-    "beir": "beir",
-    "trec": "local",
-    "tsv": "local",
-}
-
-
-def dataset_settings():
-    dataset = config["dataset"]
-    own = SOURCE_SECTIONS[dataset["source"]]
+def dataset_settings(dataset):
+    """A data source's own sub-section and the common keys: another source's settings, or
+    the relevance levels (used by scoring only), plan nothing."""
+    own = {
+        "embedded": "embedded",
+        "msmarco-passage": "msmarco",
+        "msmarco-document": "msmarco",
+        "beir": "beir",
+        "trec": "local",
+        "tsv": "local",
+    }[dataset["source"]]
+    sources = {"embedded", "msmarco", "beir", "local"}
     return settings(
         **{
             key: value
             for key, value in dataset.items()
-            if key == own or key not in SOURCE_SECTIONS.values()
+            if (key == own or key not in sources) and key != "relevance_level"
         }
     )
 
 
-def role_of(model):
-    return "teacher" if model == "teacher" else "student"
-
-
 def model_dir(model):
-    """The directory of a model; disabled warm-ups fall back to the initial model."""
-    if model in ("teacher", "student-warmup"):
-        role = role_of(model)
-        return f"{RESULTS}/models/{role}-{'warm' if warmed(role) else 'init'}"
-    return f"{RESULTS}/models/{model}"
+    return PLAN.model_dir(model)
 
 
-def warmed(role):
-    section = "teacher_training" if role == "teacher" else "student_warmup"
-    return config[section]["enabled"]
+def role_of(model):
+    return PLAN.role(model)
+
+
+def tokens(role, root=RESULTS):
+    return f"{root}/tokens/{role}"
 
 
 def launch(resources):
@@ -112,46 +103,5 @@ def launch(resources):
     return "python -m lead"
 
 
-# Warm-up (contrastive) training does not run the distillation losses, so editing them reruns
-# the distillation jobs and their descendants only.
-WARMUP_CODE = code(
-    "training",
-    "modeling",
-    "losses/__init__.py",
-    "losses/contrastive.py",
-    "evaluate.py",
-    "cli/train.py",
-)
-DISTILL_CODE = WARMUP_CODE + code("losses/distillation.py")
-
-
-def tokenizer_input(wildcards):
-    if config[wildcards.role]["tokenizer"]["train"]:
-        return {"tokenizer": f"{RESULTS}/tokenizers/{wildcards.role}"}
-    return {}
-
-
-def max_length(role, kind):
-    return config[role][f"{kind}_max_length"]
-
-
-def distillation_groups(wildcards=None):
-    if config["negatives"]["source"] == "dense":
-        return f"{RESULTS}/negatives/mined.parquet"
-    return f"{RESULTS}/negatives/initial.parquet"
-
-
-def warmup_settings(role):
-    section = "teacher_training" if role == "teacher" else "student_warmup"
-    return settings(model=config[role], optimisation=config[section]["optimisation"])
-
-
-def encoder_inputs(wildcards):
-    return {
-        "model": model_dir(wildcards.model),
-        "code": COMMON_CODE + code("encode.py", "modeling", "cli/encode.py"),
-    }
-
-
-def relevance_level(split):
-    return config["evaluate"]["relevance_level"].get(split, 1)
+def warmup_section(role):
+    return config["teacher_training" if role == "teacher" else "student_warmup"]

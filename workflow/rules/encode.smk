@@ -1,17 +1,39 @@
-# Corpus and query embeddings: the corpus in shards (one job each, so a cluster encodes in parallel and a killed
-# job redoes one shard), and each query split.
+# Corpus and query embeddings of every evaluated model on every collection: the corpus in
+# shards (one job each, so a cluster encodes in parallel and a killed job redoes one shard),
+# and each query split.
+
+
+def encoder(wildcards):
+    return model_dir(wildcards.model)
+
+
+def corpus_source(wildcards):
+    """The frozen teacher's final vectors come off its layer cache (a float32 one holds them
+    exactly); every other model encodes its tokens."""
+    if (
+        PLAN.teacher_cached
+        and wildcards.model == PLAN.distillation_teacher
+        and wildcards.root == RESULTS
+        and config["distillation"]["teacher_cache"]["dtype"] == "float32"
+    ):
+        return {"cache": f"{RESULTS}/teacher_cache/corpus/{wildcards.shard}.parquet"}
+    return {"tokens": f"{wildcards.root}/tokens/{role_of(wildcards.model)}/corpus.parquet"}
 
 
 rule encode_corpus:
+    """Runs `python -m lead encode` (lead/cli/encode.py, lead/encode.py; a cached teacher's
+    vectors: lead/cache_teacher.py)."""
     input:
-        unpack(encoder_inputs),
-        tokens=lambda wc: f"{RESULTS}/tokens/{role_of(wc.model)}/corpus.parquet",
+        unpack(corpus_source),
+        model=encoder,
     output:
-        f"{RESULTS}/embeddings/{{model}}/corpus/{{shard}}.parquet",
+        "{root}/embeddings/{model}/corpus/{shard}.parquet",
     log:
-        f"{LOGS}/encode/{{model}}-corpus-{{shard}}.log",
+        "{root}/logs/encode/{model}-corpus-{shard}.log",
     benchmark:
-        f"{BENCHMARKS}/encode/{{model}}-corpus-{{shard}}.tsv"
+        "{root}/benchmarks/encode/{model}-corpus-{shard}.tsv"
+    message:
+        "encode_corpus: {wildcards.model} on {wildcards.root}, shard {wildcards.shard}"
     conda:
         "../envs/lead.yaml"
     threads: 2
@@ -21,21 +43,28 @@ rule encode_corpus:
         runtime=12 * 60,
     params:
         settings=settings(**config["encode"]),
-        shards=len(SHARDS),
+        source=lambda wc, input: (
+            ["--from-cache", input.cache]
+            if "cache" in input.keys()
+            else ["--tokens", input.tokens, "--shard", wc.shard, "--num-shards", len(SHARDS)]
+        ),
+        code=code("encode"),
     shell:
-        "python -m lead encode --model {input.model} --tokens {input.tokens} --role passage"
-        " --shard {wildcards.shard} --num-shards {params.shards}"
-        " --settings {params.settings:q} --out {output} > {log} 2>&1"
+        "python -m lead encode --model {input.model:q} {params.source:q} --role passage"
+        " --settings {params.settings:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule encode_queries:
+    """Runs `python -m lead encode` (lead/cli/encode.py, lead/encode.py)."""
     input:
-        unpack(encoder_inputs),
-        tokens=lambda wc: f"{RESULTS}/tokens/{role_of(wc.model)}/queries/{wc.split}.parquet",
+        model=encoder,
+        tokens=lambda wc: f"{wc.root}/tokens/{role_of(wc.model)}/queries/{wc.split}.parquet",
     output:
-        f"{RESULTS}/embeddings/{{model}}/queries/{{split}}.parquet",
+        "{root}/embeddings/{model}/queries/{split}.parquet",
     log:
-        f"{LOGS}/encode/{{model}}-queries-{{split}}.log",
+        "{root}/logs/encode/{model}-queries-{split}.log",
+    message:
+        "encode_queries: {wildcards.model} on {wildcards.root} {wildcards.split}"
     conda:
         "../envs/lead.yaml"
     threads: 2
@@ -45,6 +74,7 @@ rule encode_queries:
         runtime=60,
     params:
         settings=settings(**config["encode"]),
+        code=code("encode"),
     shell:
-        "python -m lead encode --model {input.model} --tokens {input.tokens} --role query"
-        " --settings {params.settings:q} --out {output} > {log} 2>&1"
+        "python -m lead encode --model {input.model:q} --tokens {input.tokens:q} --role query"
+        " --settings {params.settings:q} --out {output:q} > {log:q} 2>&1"

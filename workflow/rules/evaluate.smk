@@ -1,59 +1,93 @@
-# Scoring with trec_eval's semantics, and the report that puts the models side by side.
+# Scoring with trec_eval's semantics on every collection, and the report that puts the models
+# side by side.
 
 
 rule evaluate:
+    """Runs `python -m lead evaluate` (lead/cli/evaluate.py, lead/evaluate.py)."""
     input:
-        run=f"{RESULTS}/runs/{{model}}/{{split}}.parquet",
-        qrels=f"{RESULTS}/data/qrels/{{split}}.parquet",
-        code=COMMON_CODE + code("evaluate.py", "cli/evaluate.py"),
+        run="{root}/runs/{model}/{split}.parquet",
+        qrels="{root}/data/qrels/{split}.parquet",
     output:
-        summary=f"{RESULTS}/metrics/{{model}}/{{split}}/summary.parquet",
-        per_query=f"{RESULTS}/metrics/{{model}}/{{split}}/per_query.parquet",
-        table=f"{RESULTS}/metrics/{{model}}/{{split}}/summary.md",
+        summary="{root}/metrics/{model}/{split}/summary.parquet",
+        per_query="{root}/metrics/{model}/{split}/per_query.parquet",
+        table="{root}/metrics/{model}/{split}/summary.md",
     log:
-        f"{LOGS}/evaluate/{{model}}-{{split}}.log",
+        "{root}/logs/evaluate/{model}-{split}.log",
+    message:
+        "evaluate: {wildcards.model} on {wildcards.root} {wildcards.split}"
     conda:
         "../envs/lead.yaml"
     resources:
         runtime=60,
     params:
         out=lambda wc, output: Path(output.summary).parent,
-        level=lambda wc: relevance_level(wc.split),
+        level=lambda wc: ROOTS[wc.root].relevance_level(wc.split),
+        measures=list(PLAN.measures),
+        code=code("evaluate"),
     shell:
-        "python -m lead evaluate --run {input.run} --qrels {input.qrels} --out {params.out}"
-        " --relevance-level {params.level} > {log} 2>&1"
+        "python -m lead evaluate --run {input.run:q} --qrels {input.qrels:q} --out {params.out:q}"
+        " --relevance-level {params.level} --measures {params.measures:q} > {log:q} 2>&1"
+
+
+REPORT_SPLITS = [(c, split) for c in PLAN.collections for split in c.eval_splits]
+TRAINING_LOGS = {
+    f"{role}-warm": f"{RESULTS}/training/{role}-warm.parquet"
+    for role, warm in (("teacher", PLAN.teacher_warm), ("student", PLAN.student_warm))
+    if warm
+} | {job.model: f"{RESULTS}/training/{job.model}.parquet" for job in PLAN.students}
 
 
 rule report:
+    """Runs `python -m lead report` (lead/cli/report.py, lead/report.py)."""
     input:
-        metrics=expand(
-            f"{RESULTS}/metrics/{{model}}/{{split}}/per_query.parquet",
-            model=MODELS,
-            split=EVAL_SPLITS,
-        ),
-        logs=[
-            f"{RESULTS}/training/{role}-warm.parquet" for role in ROLES if warmed(role)
-        ]
-        + [f"{RESULTS}/training/{model}.parquet" for model in STUDENTS],
-        code=COMMON_CODE + code("report.py", "evaluate.py", "cli/report.py"),
+        metrics=[
+            f"{c.root}/metrics/{model}/{split}/per_query.parquet"
+            for c, split in REPORT_SPLITS
+            for model in PLAN.evaluated
+        ],
+        logs=list(TRAINING_LOGS.values()),
     output:
-        report=f"{RESULTS}/report.md",
-        plots=directory(f"{RESULTS}/plots"),
+        report=report(
+            f"{RESULTS}/report.md",
+            caption="../report/report.rst",
+            category="Results",
+        ),
+        tables=report(
+            f"{RESULTS}/report/metrics.tsv",
+            caption="../report/metrics.rst",
+            category="Results",
+        ),
+        plots=report(
+            directory(f"{RESULTS}/plots"),
+            patterns=["{name}.png"],
+            caption="../report/plots.rst",
+            category="Training",
+        ),
     log:
         f"{LOGS}/report.log",
+    message:
+        "report: {params.number} models on {params.splits}"
     conda:
         "../envs/lead.yaml"
     resources:
         runtime=60,
     params:
         settings=settings(**config["evaluate"]),
-        metrics=lambda wc, input: Path(input.metrics[0]).parents[2],
-        splits=EVAL_SPLITS,
-        models=MODELS,
-        logs=lambda wc, input: " ".join(
-            f"--log {Path(path).stem}={path}" for path in input.logs
+        metrics=[f"{c.name}={c.root}/metrics" for c in PLAN.collections],
+        splits=[f"{c.name}:{split}" for c, split in REPORT_SPLITS],
+        models=list(PLAN.evaluated),
+        number=len(PLAN.evaluated),
+        levels=lead_config.dumps(
+            {c.name: c.dataset["relevance_level"] for c in PLAN.collections}
         ),
+        logs=(
+            ["--logs", *(f"{name}={path}" for name, path in TRAINING_LOGS.items())]
+            if TRAINING_LOGS
+            else []
+        ),
+        code=code("report"),
     shell:
-        "python -m lead report --settings {params.settings:q} --metrics-root {params.metrics}"
-        " {params.logs} --splits {params.splits} --models {params.models}"
-        " --out {output.report} --plots {output.plots} > {log} 2>&1"
+        "python -m lead report --settings {params.settings:q} --levels {params.levels:q}"
+        " --metrics {params.metrics:q} {params.logs:q} --splits {params.splits:q}"
+        " --models {params.models:q} --out {output.report:q} --tables {output.tables:q}"
+        " --plots {output.plots:q} > {log:q} 2>&1"

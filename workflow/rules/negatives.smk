@@ -1,26 +1,40 @@
-# Training groups: BM25 or given negatives for the teacher's warm-up; for distillation, either
-# the same groups or, as in the paper, negatives mined by the trained teacher (`source: dense`).
+# Training groups: BM25 or given negatives for the warm-ups; for distillation, either the same
+# groups or, as in the paper, negatives mined by a trained dual encoder (`source: dense`).
+
+
+def given_triples(wildcards):
+    if config["negatives"]["source"] == "given":
+        return {"given": config["negatives"]["given_path"]}
+    return {}
 
 
 rule negatives:
+    """Runs `python -m lead negatives` (lead/cli/negatives.py, lead/data/negatives.py)."""
     input:
+        unpack(given_triples),
         corpus=f"{RESULTS}/data/corpus.parquet",
         queries=f"{RESULTS}/data/queries/train.parquet",
         qrels=f"{RESULTS}/data/qrels/train.parquet",
-        code=COMMON_CODE + code("data/negatives.py", "cli/negatives.py"),
     output:
         f"{RESULTS}/negatives/initial.parquet",
     log:
         f"{LOGS}/negatives/initial.log",
     benchmark:
         f"{BENCHMARKS}/negatives.tsv"
+    message:
+        "negatives: {params.source} hard negatives of the training queries"
     conda:
         "../envs/lead.yaml"
     resources:
         runtime=60,
         mem_mb=8000,
     params:
-        # Dense mining needs a trained retriever first: the warm-up uses BM25 negatives.
+        # Dense mining needs a trained retriever first: the warm-ups use BM25 negatives.
+        source=(
+            "bm25"
+            if config["negatives"]["source"] == "dense"
+            else config["negatives"]["source"]
+        ),
         settings=settings(
             **{
                 **config["negatives"],
@@ -31,35 +45,33 @@ rule negatives:
                 ),
             }
         ),
-        given=(
-            f"--given {config['negatives']['given_path']}"
-            if config["negatives"]["source"] == "given"
-            else ""
-        ),
+        code=code("negatives"),
     shell:
-        "python -m lead negatives --settings {params.settings:q} --corpus {input.corpus}"
-        " --queries {input.queries} --qrels {input.qrels} {params.given} --out {output}"
-        " > {log} 2>&1"
+        "python -m lead negatives --settings {params.settings:q} --corpus {input.corpus:q}"
+        " --queries {input.queries:q} --qrels {input.qrels:q} --out {output:q} > {log:q} 2>&1"
 
 
-rule mine_negatives:
+rule negatives_mined:
+    """Runs `python -m lead negatives` on the miner's run (lead/cli/negatives.py)."""
     input:
-        run=f"{RESULTS}/runs/{MINER}/mining.parquet",
+        run=f"{RESULTS}/runs/{PLAN.miner}/mining.parquet",
         corpus=f"{RESULTS}/data/corpus.parquet",
         queries=f"{RESULTS}/data/queries/train.parquet",
         qrels=f"{RESULTS}/data/qrels/train.parquet",
-        code=COMMON_CODE + code("data/negatives.py", "cli/negatives.py"),
     output:
         f"{RESULTS}/negatives/mined.parquet",
     log:
         f"{LOGS}/negatives/mined.log",
+    message:
+        f"negatives_mined: negatives mined by {PLAN.miner}"
     conda:
         "../envs/lead.yaml"
     resources:
         runtime=60,
     params:
         settings=settings(**config["negatives"]),
+        code=code("negatives"),
     shell:
-        "python -m lead negatives --settings {params.settings:q} --corpus {input.corpus}"
-        " --queries {input.queries} --qrels {input.qrels} --run {input.run} --out {output}"
-        " > {log} 2>&1"
+        "python -m lead negatives --settings {params.settings:q} --corpus {input.corpus:q}"
+        " --queries {input.queries:q} --qrels {input.qrels:q} --run {input.run:q}"
+        " --out {output:q} > {log:q} 2>&1"

@@ -2,20 +2,19 @@
 
 
 rule search:
+    """Runs `python -m lead search` (lead/cli/search.py, lead/search.py)."""
     input:
-        queries=f"{RESULTS}/embeddings/{{model}}/queries/{{split}}.parquet",
-        corpus=expand(
-            f"{RESULTS}/embeddings/{{{{model}}}}/corpus/{{shard}}.parquet",
-            shard=SHARDS,
-        ),
-        code=COMMON_CODE + code("search.py", "evaluate.py", "cli/search.py"),
+        queries="{root}/embeddings/{model}/queries/{split}.parquet",
+        corpus=expand("{{root}}/embeddings/{{model}}/corpus/{shard}.parquet", shard=SHARDS),
     output:
-        run=f"{RESULTS}/runs/{{model}}/{{split}}.parquet",
-        trec=f"{RESULTS}/runs/{{model}}/{{split}}.trec",
+        run="{root}/runs/{model}/{split}.parquet",
+        trec="{root}/runs/{model}/{split}.trec",
     log:
-        f"{LOGS}/search/{{model}}-{{split}}.log",
+        "{root}/logs/search/{model}-{split}.log",
     benchmark:
-        f"{BENCHMARKS}/search/{{model}}-{{split}}.tsv"
+        "{root}/benchmarks/search/{model}-{split}.tsv"
+    message:
+        "search: {wildcards.model} on {wildcards.root} {wildcards.split}"
     conda:
         "../envs/lead.yaml"
     threads: 2
@@ -24,24 +23,27 @@ rule search:
         runtime=4 * 60,
     params:
         settings=settings(**config["search"]),
+        code=code("search"),
     shell:
-        "python -m lead search --queries {input.queries} --corpus {input.corpus}"
-        " --settings {params.settings:q} --out {output.run} --trec {output.trec}"
-        " --tag {wildcards.model} > {log} 2>&1"
+        "python -m lead search --queries {input.queries:q} --corpus {input.corpus:q}"
+        " --settings {params.settings:q} --out {output.run:q} --trec {output.trec:q}"
+        " --tag {wildcards.model:q} > {log:q} 2>&1"
 
 
-rule mining_run:
-    """The miner retrieves for every training query (the paper's dense negatives)."""
+rule search_mining:
+    """Runs `python -m lead search` for the miner over the training queries (the paper's dense
+    negatives)."""
     input:
-        queries=f"{RESULTS}/embeddings/{MINER}/queries/train.parquet",
+        queries=f"{RESULTS}/embeddings/{PLAN.miner}/queries/train.parquet",
         corpus=expand(
-            f"{RESULTS}/embeddings/{MINER}/corpus/{{shard}}.parquet", shard=SHARDS
+            f"{RESULTS}/embeddings/{PLAN.miner}/corpus/{{shard}}.parquet", shard=SHARDS
         ),
-        code=COMMON_CODE + code("search.py", "evaluate.py", "cli/search.py"),
     output:
-        f"{RESULTS}/runs/{MINER}/mining.parquet",
+        temp(f"{RESULTS}/runs/{PLAN.miner}/mining.parquet"),
     log:
-        f"{LOGS}/search/{MINER}-mining.log",
+        f"{LOGS}/search/{PLAN.miner}-mining.log",
+    message:
+        f"search_mining: {PLAN.miner} retrieves for every training query"
     conda:
         "../envs/lead.yaml"
     threads: 2
@@ -52,6 +54,7 @@ rule mining_run:
         settings=settings(
             **{**config["search"], "depth": config["negatives"]["retrieve_depth"]}
         ),
+        code=code("search"),
     shell:
-        "python -m lead search --queries {input.queries} --corpus {input.corpus}"
-        " --settings {params.settings:q} --out {output} > {log} 2>&1"
+        "python -m lead search --queries {input.queries:q} --corpus {input.corpus:q}"
+        " --settings {params.settings:q} --out {output:q} > {log:q} 2>&1"

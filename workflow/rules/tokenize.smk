@@ -3,85 +3,104 @@
 
 
 rule train_tokenizer:
+    """Runs `python -m lead train-tokenizer` (lead/cli/train_tokenizer.py, lead/tokenization.py)."""
     input:
         corpus=f"{RESULTS}/data/corpus.parquet",
-        code=COMMON_CODE + code("tokenization.py", "cli/tokenize.py"),
     output:
         directory(f"{RESULTS}/tokenizers/{{role}}"),
     log:
         f"{LOGS}/train_tokenizer/{{role}}.log",
+    message:
+        "train_tokenizer: the {wildcards.role}'s vocabulary"
     conda:
         "../envs/lead.yaml"
     resources:
         runtime=60,
     params:
         settings=lambda wc: settings(**config[wc.role]["tokenizer"]),
+        code=code("train-tokenizer"),
     shell:
         "python -m lead train-tokenizer --settings {params.settings:q}"
-        " --corpus {input.corpus} --out {output} > {log} 2>&1"
+        " --corpus {input.corpus:q} --out {output:q} > {log:q} 2>&1"
+
+
+def tokenizer_input(wildcards):
+    if config[wildcards.role]["tokenizer"]["train"]:
+        return {"tokenizer": f"{RESULTS}/tokenizers/{wildcards.role}"}
+    return {}
 
 
 rule init_model:
+    """Runs `python -m lead init-model` (lead/cli/init_model.py, lead/modeling/init.py)."""
     input:
         unpack(tokenizer_input),
-        code=COMMON_CODE + code("modeling", "cli/models.py"),
     output:
         directory(f"{RESULTS}/models/{{role}}-init"),
     log:
         f"{LOGS}/init_model/{{role}}.log",
+    message:
+        "init_model: the {wildcards.role} from {params.init}"
     conda:
         "../envs/lead.yaml"
     resources:
         runtime=60,
     params:
         settings=lambda wc: settings(**config[wc.role]),
+        init=lambda wc: config[wc.role]["init"],
         tokenizer=lambda wc, input: (
-            f"--tokenizer {input.tokenizer}" if "tokenizer" in input.keys() else ""
+            ["--tokenizer", input.tokenizer] if "tokenizer" in input.keys() else []
         ),
         seed=config["distillation"]["optimisation"]["seed"],
+        code=code("init-model"),
     shell:
-        "python -m lead init-model --settings {params.settings:q} {params.tokenizer}"
-        " --seed {params.seed} --out {output} > {log} 2>&1"
+        "python -m lead init-model --settings {params.settings:q} {params.tokenizer:q}"
+        " --seed {params.seed} --out {output:q} > {log:q} 2>&1"
 
 
 rule tokenize_corpus:
+    """Runs `python -m lead tokenize` (lead/cli/tokenize.py, lead/tokenization.py)."""
     input:
         model=f"{RESULTS}/models/{{role}}-init",
-        corpus=f"{RESULTS}/data/corpus.parquet",
-        code=COMMON_CODE + code("tokenization.py", "cli/tokenize.py"),
+        corpus="{root}/data/corpus.parquet",
     output:
-        f"{RESULTS}/tokens/{{role}}/corpus.parquet",
+        "{root}/tokens/{role}/corpus.parquet",
     log:
-        f"{LOGS}/tokenize/{{role}}-corpus.log",
+        "{root}/logs/tokenize/{role}-corpus.log",
     benchmark:
-        f"{BENCHMARKS}/tokenize/{{role}}-corpus.tsv"
+        "{root}/benchmarks/tokenize/{role}-corpus.tsv"
+    message:
+        "tokenize_corpus: {wildcards.root}, {wildcards.role} tokens"
     conda:
         "../envs/lead.yaml"
     resources:
         runtime=60,
         mem_mb=4000,
     params:
-        max_length=lambda wc: max_length(wc.role, "passage"),
+        max_length=lambda wc: config[wc.role]["passage_max_length"],
+        code=code("tokenize"),
     shell:
-        "python -m lead tokenize --tokenizer {input.model} --input {input.corpus}"
-        " --out {output} --max-length {params.max_length} > {log} 2>&1"
+        "python -m lead tokenize --tokenizer {input.model:q} --input {input.corpus:q}"
+        " --out {output:q} --max-length {params.max_length} > {log:q} 2>&1"
 
 
 rule tokenize_queries:
+    """Runs `python -m lead tokenize` (lead/cli/tokenize.py, lead/tokenization.py)."""
     input:
         model=f"{RESULTS}/models/{{role}}-init",
-        queries=f"{RESULTS}/data/queries/{{split}}.parquet",
-        code=COMMON_CODE + code("tokenization.py", "cli/tokenize.py"),
+        queries="{root}/data/queries/{split}.parquet",
     output:
-        f"{RESULTS}/tokens/{{role}}/queries/{{split}}.parquet",
+        "{root}/tokens/{role}/queries/{split}.parquet",
     log:
-        f"{LOGS}/tokenize/{{role}}-queries-{{split}}.log",
+        "{root}/logs/tokenize/{role}-queries-{split}.log",
+    message:
+        "tokenize_queries: {wildcards.root} {wildcards.split}, {wildcards.role} tokens"
     conda:
         "../envs/lead.yaml"
     resources:
         runtime=60,
     params:
-        max_length=lambda wc: max_length(wc.role, "query"),
+        max_length=lambda wc: config[wc.role]["query_max_length"],
+        code=code("tokenize"),
     shell:
-        "python -m lead tokenize --tokenizer {input.model} --input {input.queries}"
-        " --out {output} --max-length {params.max_length} > {log} 2>&1"
+        "python -m lead tokenize --tokenizer {input.model:q} --input {input.queries:q}"
+        " --out {output:q} --max-length {params.max_length} > {log:q} 2>&1"

@@ -1,25 +1,31 @@
-# Teacher warm-up and distillation: GPU rules. A rule given `gpu: N` (N > 1) in a profile runs
-# under `torchrun --nproc_per_node N`; on CPU the same path runs gloo processes.
+# Warm-ups, the frozen teacher's layer cache and distillation: GPU rules. A rule given
+# `gpu: N` (N > 1) in a profile runs under `torchrun --nproc_per_node N`; on CPU the same path
+# runs gloo processes.
+
+
+def warm_groups(wildcards=None):
+    return f"{RESULTS}/negatives/initial.parquet"
 
 
 rule warmup:
-    """Contrastive training of one dual encoder: the teacher's warm-up, or the student's
-    pre-training before distillation."""
+    """Runs `python -m lead warmup` (lead/cli/warmup.py, lead/training/loop.py): contrastive
+    training of one model, the teacher's warm-up or the student's pre-training."""
     input:
         model=f"{RESULTS}/models/{{role}}-init",
         corpus=f"{RESULTS}/tokens/{{role}}/corpus.parquet",
         queries=f"{RESULTS}/tokens/{{role}}/queries/train.parquet",
         dev_queries=f"{RESULTS}/tokens/{{role}}/queries/dev.parquet",
         dev_qrels=f"{RESULTS}/data/qrels/dev.parquet",
-        groups=f"{RESULTS}/negatives/initial.parquet",
-        code=COMMON_CODE + WARMUP_CODE,
+        groups=warm_groups(),
     output:
         model=directory(f"{RESULTS}/models/{{role}}-warm"),
         log=f"{RESULTS}/training/{{role}}-warm.parquet",
     log:
-        f"{LOGS}/train/{{role}}-warmup.log",
+        f"{LOGS}/train/{{role}}-warm.log",
     benchmark:
-        f"{BENCHMARKS}/train/{{role}}-warmup.tsv"
+        f"{BENCHMARKS}/train/{{role}}-warm.tsv"
+    message:
+        "warmup: the {wildcards.role}, {params.steps} steps (follow: tail -f {log})"
     conda:
         "../envs/lead.yaml"
     threads: 2
@@ -28,36 +34,135 @@ rule warmup:
         mem_mb=16000,
         runtime=24 * 60,
     params:
-        settings=lambda wc: warmup_settings(wc.role),
-        checkpoints=f"{RESULTS}/checkpoints/{{role}}-warmup",
+        settings=lambda wc: settings(
+            model=config[wc.role], optimisation=warmup_section(wc.role)["optimisation"]
+        ),
+        steps=lambda wc: warmup_section(wc.role)["optimisation"]["steps"],
+        checkpoints=f"{RESULTS}/checkpoints/{{role}}-warm",
         launch=lambda wc, resources: launch(resources),
+        code=code("warmup"),
     shell:
-        "{params.launch} train --settings {params.settings:q} --model {input.model}"
-        " --corpus-tokens {input.corpus} --query-tokens {input.queries} --groups {input.groups}"
-        " --dev-query-tokens {input.dev_queries} --dev-qrels {input.dev_qrels}"
-        " --out {output.model} --log {output.log} --checkpoint-dir {params.checkpoints}"
-        " > {log} 2>&1"
+        "{params.launch} warmup --settings {params.settings:q} --model {input.model:q}"
+        " --corpus-tokens {input.corpus:q} --query-tokens {input.queries:q}"
+        " --groups {input.groups:q} --dev-query-tokens {input.dev_queries:q}"
+        " --dev-qrels {input.dev_qrels:q} --out {output.model:q} --log {output.log:q}"
+        " --checkpoint-dir {params.checkpoints:q} > {log:q} 2>&1"
+
+
+rule cache_teacher_queries:
+    """Runs `python -m lead cache-teacher` (lead/cli/cache_teacher.py, lead/cache_teacher.py):
+    the frozen teacher's per-layer vectors of the training queries."""
+    input:
+        model=model_dir(PLAN.distillation_teacher),
+        tokens=f"{RESULTS}/tokens/teacher/queries/train.parquet",
+    output:
+        f"{RESULTS}/teacher_cache/queries.parquet",
+    log:
+        f"{LOGS}/cache_teacher/queries.log",
+    message:
+        "cache_teacher_queries: the frozen teacher's layers of the training queries"
+    conda:
+        "../envs/lead.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=12 * 60,
+    params:
+        settings=settings(
+            teacher_cache=config["distillation"]["teacher_cache"], encode=config["encode"]
+        ),
+        code=code("cache-teacher"),
+    shell:
+        "python -m lead cache-teacher --model {input.model:q} --tokens {input.tokens:q}"
+        " --role query --settings {params.settings:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule cache_teacher_corpus:
+    """Runs `python -m lead cache-teacher` (lead/cli/cache_teacher.py, lead/cache_teacher.py):
+    the frozen teacher's per-layer vectors of one corpus shard."""
+    input:
+        model=model_dir(PLAN.distillation_teacher),
+        tokens=f"{RESULTS}/tokens/teacher/corpus.parquet",
+    output:
+        f"{RESULTS}/teacher_cache/corpus/{{shard}}.parquet",
+    log:
+        f"{LOGS}/cache_teacher/corpus-{{shard}}.log",
+    benchmark:
+        f"{BENCHMARKS}/cache_teacher/corpus-{{shard}}.tsv"
+    message:
+        "cache_teacher_corpus: the frozen teacher's layers of corpus shard {wildcards.shard}"
+    conda:
+        "../envs/lead.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=12 * 60,
+    params:
+        settings=settings(
+            teacher_cache=config["distillation"]["teacher_cache"], encode=config["encode"]
+        ),
+        shards=len(SHARDS),
+        code=code("cache-teacher"),
+    shell:
+        "python -m lead cache-teacher --model {input.model:q} --tokens {input.tokens:q}"
+        " --role passage --shard {wildcards.shard} --num-shards {params.shards}"
+        " --settings {params.settings:q} --out {output:q} > {log:q} 2>&1"
+
+
+def distill_inputs(wildcards):
+    job = STUDENTS[wildcards.student]
+    inputs = {
+        "teacher": model_dir(PLAN.distillation_teacher),
+        "student": model_dir(PLAN.distillation_student),
+        "teacher_corpus": f"{RESULTS}/tokens/teacher/corpus.parquet",
+        "teacher_queries": f"{RESULTS}/tokens/teacher/queries/train.parquet",
+        "student_corpus": f"{RESULTS}/tokens/student/corpus.parquet",
+        "student_queries": f"{RESULTS}/tokens/student/queries/train.parquet",
+        "dev_queries": f"{RESULTS}/tokens/student/queries/dev.parquet",
+        "dev_qrels": f"{RESULTS}/data/qrels/dev.parquet",
+        "groups": (
+            f"{RESULTS}/negatives/mined.parquet"
+            if config["negatives"]["source"] == "dense"
+            else f"{RESULTS}/negatives/initial.parquet"
+        ),
+    }
+    if lead_plan.cached(PLAN, job):
+        inputs["cache_queries"] = f"{RESULTS}/teacher_cache/queries.parquet"
+        inputs["cache_corpus"] = expand(
+            f"{RESULTS}/teacher_cache/corpus/{{shard}}.parquet", shard=SHARDS
+        )
+    elif job.distillation["teacher_trainable"] and job.method != "none":
+        inputs["teacher_dev_queries"] = f"{RESULTS}/tokens/teacher/queries/dev.parquet"
+    return inputs
+
+
+def distill_options(wildcards, input):
+    options = []
+    if "cache_queries" in input.keys():
+        options += ["--teacher-cache-queries", input.cache_queries]
+        options += ["--teacher-cache-passages", *input.cache_corpus]
+    if "teacher_dev_queries" in input.keys():
+        options += ["--teacher-dev-query-tokens", input.teacher_dev_queries]
+    return options
 
 
 rule distill:
+    """Runs `python -m lead distill` (lead/cli/distill.py, lead/training/loop.py,
+    lead/training/distillation.py): one method or variant, one seed."""
     input:
-        teacher=model_dir("teacher"),
-        student=model_dir("student-warmup"),
-        teacher_corpus=f"{RESULTS}/tokens/teacher/corpus.parquet",
-        teacher_queries=f"{RESULTS}/tokens/teacher/queries/train.parquet",
-        student_corpus=f"{RESULTS}/tokens/student/corpus.parquet",
-        student_queries=f"{RESULTS}/tokens/student/queries/train.parquet",
-        dev_queries=f"{RESULTS}/tokens/student/queries/dev.parquet",
-        dev_qrels=f"{RESULTS}/data/qrels/dev.parquet",
-        groups=distillation_groups(),
-        code=COMMON_CODE + DISTILL_CODE,
+        unpack(distill_inputs),
     output:
-        model=directory(f"{RESULTS}/models/student-{{method}}"),
-        log=f"{RESULTS}/training/student-{{method}}.parquet",
+        model=directory(f"{RESULTS}/models/student-{{student}}"),
+        log=f"{RESULTS}/training/student-{{student}}.parquet",
     log:
-        f"{LOGS}/train/student-{{method}}.log",
+        f"{LOGS}/train/student-{{student}}.log",
     benchmark:
-        f"{BENCHMARKS}/train/student-{{method}}.tsv"
+        f"{BENCHMARKS}/train/student-{{student}}.tsv"
+    message:
+        "distill: student-{wildcards.student} ({params.method}, {params.steps} steps;"
+        " follow: tail -f {log})"
     conda:
         "../envs/lead.yaml"
     threads: 2
@@ -66,22 +171,24 @@ rule distill:
         mem_mb=16000,
         runtime=24 * 60,
     params:
-        settings=settings(
+        method=lambda wc: STUDENTS[wc.student].method,
+        steps=lambda wc: STUDENTS[wc.student].distillation["optimisation"]["steps"],
+        settings=lambda wc: settings(
             teacher=config["teacher"],
             student=config["student"],
-            distillation={
-                k: v for k, v in config["distillation"].items() if k != "methods"
-            },
+            distillation=STUDENTS[wc.student].distillation,
         ),
-        checkpoints=f"{RESULTS}/checkpoints/student-{{method}}",
+        options=distill_options,
+        checkpoints=f"{RESULTS}/checkpoints/student-{{student}}",
         launch=lambda wc, resources: launch(resources),
+        code=code("distill"),
     shell:
-        "{params.launch} distill --method {wildcards.method} --settings {params.settings:q}"
-        " --teacher {input.teacher} --student {input.student}"
-        " --teacher-corpus-tokens {input.teacher_corpus}"
-        " --teacher-query-tokens {input.teacher_queries}"
-        " --student-corpus-tokens {input.student_corpus}"
-        " --student-query-tokens {input.student_queries} --groups {input.groups}"
-        " --dev-query-tokens {input.dev_queries} --dev-qrels {input.dev_qrels}"
-        " --out {output.model} --log {output.log} --checkpoint-dir {params.checkpoints}"
-        " > {log} 2>&1"
+        "{params.launch} distill --method {params.method} --settings {params.settings:q}"
+        " --teacher {input.teacher:q} --student {input.student:q}"
+        " --teacher-corpus-tokens {input.teacher_corpus:q}"
+        " --teacher-query-tokens {input.teacher_queries:q}"
+        " --student-corpus-tokens {input.student_corpus:q}"
+        " --student-query-tokens {input.student_queries:q} --groups {input.groups:q}"
+        " --dev-query-tokens {input.dev_queries:q} --dev-qrels {input.dev_qrels:q}"
+        " {params.options:q} --out {output.model:q} --log {output.log:q}"
+        " --checkpoint-dir {params.checkpoints:q} > {log:q} 2>&1"

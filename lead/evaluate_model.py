@@ -1,0 +1,122 @@
+"""Score any model on any collection from raw text, with the pipeline's own stages.
+
+The model is a lead model directory, a sentence-transformers or Hugging Face folder, a
+packaged checkpoint (`package:minilm`) or a hub id from the local Hugging Face cache; anything
+but a lead directory is first materialised the way `init-model` does, so it is scored the way
+it was trained (its pooling and similarity inherited). The collection is a BEIR directory or a
+corpus, queries and qrels file. Then, exactly as the workflow's rules do: data, tokenize,
+encode, search, evaluate. The output folder gets run.parquet, run.trec, summary.parquet,
+per_query.parquet and summary.md; it is built aside and renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from lead.config import resolve
+from lead.errors import ConfigError
+from lead.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+def collection_settings(
+    collection: Path | None, corpus: Path | None, queries: Path | None, qrels: Path | None,
+    split: str,
+) -> dict:
+    """The `dataset` section of a BEIR directory, or of three files (qrels in TREC form)."""
+    if collection is not None:
+        if corpus or queries or qrels:
+            raise ConfigError("give --collection (a BEIR directory) or --corpus, --queries and "
+                              "--qrels, not both")
+        if not (collection / "corpus.jsonl").is_file():
+            raise ConfigError(f"--collection {collection}: not a BEIR directory "
+                              f"({collection / 'corpus.jsonl'} not found)")
+        return {"source": "beir", "beir": {"path": str(collection), "splits": {split: split}},
+                "eval_splits": [split]}
+    if not (corpus and queries and qrels):
+        raise ConfigError("give --collection (a BEIR directory) or all of --corpus, --queries "
+                          "and --qrels")
+    return {"source": "trec", "eval_splits": [split],
+            "local": {"corpus": str(corpus), "queries": {split: str(queries)},
+                      "qrels": {split: str(qrels)}}}
+
+
+def evaluate_model(
+    model: str,
+    dataset: dict,
+    out: Path,
+    *,
+    split: str,
+    measures: Sequence[str],
+    relevance_level: int = 1,
+    encode: dict | None = None,
+    search: dict | None = None,
+    lengths: dict | None = None,
+) -> Path:
+    """Score `model` on the collection `dataset` describes; returns the output folder."""
+    from lead.data.sources import build_dataset
+    from lead.encode import encode_file
+    from lead.evaluate import write_evaluation
+    from lead.modeling.encoders import LEAD_CONFIG, EncoderSpec
+    from lead.modeling.init import init_model
+    from lead.runs import export_trec
+    from lead.search import search as run_search
+    from lead.tokenization import tokenize_file
+
+    encode = resolve("encode", encode or {})
+    search = resolve("search", search or {})
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
+    with atomic_path(out) as tmp:
+        work = tmp / "work"
+        work.mkdir(parents=True)
+        model_dir = Path(model)
+        if not (model_dir / LEAD_CONFIG).is_file():
+            log.info("materialising %s as a lead model directory", model)
+            lengths = {**_trained_lengths(model), **(lengths or {})}
+            model_dir = init_model({"init": model, **lengths}, work / "model")
+        spec = EncoderSpec.read(model_dir)
+        if spec.kind != "dual":
+            raise ConfigError(f"{model}: a {spec.kind} model cannot encode a corpus; only dual "
+                              "encoders are scored by retrieval")
+        build_dataset(dataset, work / "data", work / "downloads")
+        tokens = {
+            "corpus": tokenize_file(model_dir, work / "data" / "corpus.parquet",
+                                    work / "corpus.tokens.parquet",
+                                    max_length=spec.passage_max_length),
+            "queries": tokenize_file(model_dir, work / "data" / "queries" / f"{split}.parquet",
+                                     work / "queries.tokens.parquet",
+                                     max_length=spec.query_max_length),
+        }
+        log.info("tokenized %d passages and %d queries", tokens["corpus"], tokens["queries"])
+        encode_file(model_dir, work / "corpus.tokens.parquet", "passage",
+                    work / "corpus.embeddings.parquet", encode)
+        encode_file(model_dir, work / "queries.tokens.parquet", "query",
+                    work / "queries.embeddings.parquet", encode)
+        run_search(work / "queries.embeddings.parquet", [work / "corpus.embeddings.parquet"],
+                   tmp / "run.parquet", search)
+        export_trec(tmp / "run.parquet", tmp / "run.trec", "lead")
+        write_evaluation(tmp, tmp / "run.parquet", work / "data" / "qrels" / f"{split}.parquet",
+                         relevance_level=relevance_level, measures=list(measures))
+        shutil.rmtree(work)
+    return out
+
+
+def _trained_lengths(model: str) -> dict[str, int]:
+    """A sentence-transformers folder's max_seq_length, for queries and passages alike, as
+    sentence-transformers itself would cut them."""
+    import json
+
+    from lead.modeling.init import source_dir
+
+    source = source_dir(model)
+    config = source / "sentence_bert_config.json" if source is not None else None
+    if config is None or not config.is_file():
+        return {}
+    length = json.loads(config.read_text()).get("max_seq_length")
+    return {"query_max_length": length, "passage_max_length": length} if length else {}

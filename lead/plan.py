@@ -1,0 +1,356 @@
+"""What a config asks the workflow to build, and whether it can: the plan and its checks.
+
+From a validated config this computes the models to train (one distillation job per method,
+variant and seed), the models to evaluate, the collections they are scored on, where every
+model lives and which tokenizer it reads, whether the frozen teacher is read from its layer
+cache, and which measures the evaluation must compute for the report. Snakemake's rules are
+written from it (workflow/rules/common.smk) and `python -m lead check-config` prints it; both
+run its checks first, so a config that cannot work fails before any job starts, naming the key:
+layer choices against the models' depths (read from their config files), models that cannot do
+what they are asked (a ColBERT teacher as dense miner), splits the sources do not have, measure
+names, names that would become paths.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lead.config import resolve, validate
+from lead.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+MAIN = "main"  # the collection of the config's own `dataset`
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+METHODS = ("none", "response", "lead")
+DISTILLING = ("response", "lead")
+# The splits each source can produce ("dev" is held out from "train" when a source has none).
+SOURCE_SPLITS = {
+    "embedded": ("train", "dev", "test"),
+    "msmarco-passage": ("train", "dev", "dev-small", "dl19", "dl20"),
+    "msmarco-document": ("train", "dev", "dev-docs", "dl19", "dl20"),
+}
+
+
+@dataclass(frozen=True)
+class StudentJob:
+    """One distillation: a method (or a variant of one) trained with one seed."""
+
+    name: str  # e.g. "lead-s888"; the model is "student-<name>"
+    method: str
+    seed: int
+    variant: str | None
+    distillation: dict[str, Any]  # the resolved section this job runs with
+
+    @property
+    def model(self) -> str:
+        return f"student-{self.name}"
+
+    @property
+    def row(self) -> str:
+        """The method or variant, without the seed: what the report averages over seeds."""
+        return self.variant or self.method
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A collection the models are scored on, and where its artifacts live."""
+
+    name: str
+    root: str  # results/<name> for the main dataset, results/<name>/collections/<c> otherwise
+    dataset: dict[str, Any]
+    eval_splits: tuple[str, ...]
+    splits: tuple[str, ...]  # every split its data stage writes
+
+    def relevance_level(self, split: str) -> int:
+        return int(self.dataset["relevance_level"].get(split, 1))
+
+
+@dataclass(frozen=True)
+class Plan:
+    config: dict[str, Any]
+    results: str
+    teacher_warm: bool
+    student_warm: bool
+    students: tuple[StudentJob, ...]
+    evaluated: tuple[str, ...]  # models scored on every collection, in report order
+    collections: tuple[Collection, ...]
+    teacher_cached: bool
+    miner: str | None  # the model that mines dense negatives
+    measures: tuple[str, ...]  # what the evaluate rule computes: what the report needs and more
+    notes: list[str] = field(default_factory=list)  # what the checks could not verify
+
+    @property
+    def training(self) -> bool:
+        return bool(self.students) or self.teacher_warm or self.student_warm
+
+    @property
+    def distillation_teacher(self) -> str:
+        return "teacher-warm" if self.teacher_warm else "teacher-init"
+
+    @property
+    def distillation_student(self) -> str:
+        return "student-warm" if self.student_warm else "student-init"
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """Every model with a directory: the evaluated ones, the miner, the distillation pair."""
+        extra = [self.miner] if self.miner else []
+        if self.students:
+            extra += [self.distillation_teacher, self.distillation_student]
+        return tuple(dict.fromkeys([*self.evaluated, *extra]))
+
+    def model_dir(self, model: str) -> str:
+        return f"{self.results}/models/{model}"
+
+    @staticmethod
+    def role(model: str) -> str:
+        return "teacher" if model.startswith("teacher") else "student"
+
+    def student(self, name: str) -> StudentJob:
+        return next(job for job in self.students if job.name == name)
+
+    def collection(self, name: str) -> Collection:
+        return next(c for c in self.collections if c.name == name)
+
+    def summary(self) -> str:
+        lines = [f"config {self.config['name']!r}: results in {self.results}/"]
+        if self.students:
+            rows = sorted({job.row for job in self.students})
+            seeds = sorted({job.seed for job in self.students})
+            lines.append(f"  {len(self.students)} distillations: {', '.join(rows)} x seeds "
+                         f"{seeds}" + (" (teacher read from its layer cache)"
+                                       if self.teacher_cached else ""))
+        for model in ("teacher", "student"):
+            if getattr(self, f"{model}_warm"):
+                lines.append(f"  {model} warm-up: "
+                             f"{self.config[_warmup(model)]['optimisation']['steps']} steps")
+        lines.append(f"  {len(self.evaluated)} models scored: {', '.join(self.evaluated)}")
+        for collection in self.collections:
+            lines.append(f"  collection {collection.name} ({collection.dataset['source']}): "
+                         f"{', '.join(collection.eval_splits)}")
+        lines.append(f"  measures: {', '.join(self.measures)}")
+        lines += [f"  note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def _warmup(role: str) -> str:
+    return "teacher_training" if role == "teacher" else "student_warmup"
+
+
+def build(config: Mapping[str, Any], *, raw: Mapping[str, Any] | None = None) -> Plan:
+    """The plan of a validated config; `raw` (the config as written) tells whether the
+    dataset was given. Raises ConfigError naming the key of the first problem found."""
+    from lead.measures import default_measures, measure_name
+
+    config = copy.deepcopy(dict(config))
+    _check_name(config["name"], "name")
+    distill = config["distillation"]
+    students = _student_jobs(distill)
+    teacher_kind, student_kind = config["teacher"]["kind"], config["student"]["kind"]
+    if students and student_kind != "dual":
+        raise ConfigError(f"config key student.kind: students are dual encoders, not "
+                          f"{student_kind!r}")
+    teacher_warm = config["teacher_training"]["enabled"]
+    student_warm = bool(students) and config["student_warmup"]["enabled"]
+    training = bool(students) or teacher_warm or student_warm
+    dataset_given = raw is None or "dataset" in raw or training
+    negatives = config["negatives"]
+    miner = None
+    if training and negatives["source"] == "dense":
+        miner = ("teacher-warm" if teacher_warm else "teacher-init") \
+            if negatives["miner"] == "teacher" else (
+            "student-warm" if student_warm else "student-init")
+        if negatives["miner"] == "teacher" and teacher_kind != "dual":
+            raise ConfigError(
+                f"config key negatives.miner: a {teacher_kind} teacher cannot search a corpus "
+                "to mine dense negatives; use negatives.miner: student"
+            )
+    evaluated = []
+    if teacher_kind == "dual":
+        evaluated.append("teacher-init")
+        if teacher_warm:
+            evaluated.append("teacher-warm")
+    if students:
+        evaluated.append("student-init")
+        if student_warm:
+            evaluated.append("student-warm")
+    evaluated += [job.model for job in students]
+    results = f"results/{config['name']}"
+    collections = []
+    if dataset_given:
+        collections.append(_collection(MAIN, results, config["dataset"], training))
+    for name, section in config["evaluate"]["collections"].items():
+        _check_name(name, "evaluate.collections")
+        collections.append(_collection(name, f"{results}/collections/{name}", section, False,
+                                       key=f"evaluate.collections.{name}"))
+    if not collections:
+        raise ConfigError("config: nothing to evaluate on (no dataset and no "
+                          "evaluate.collections)")
+    if not evaluated:
+        raise ConfigError("config: no model to evaluate (a ColBERT or cross-encoder teacher "
+                          "and no distillation.methods)")
+    evaluate = config["evaluate"]
+    search_depth = config["search"]["depth"]
+    wanted = [*default_measures(search_depth), *evaluate["report_measures"],
+              evaluate["significance_measure"]]
+    for key, names in (("evaluate.report_measures", evaluate["report_measures"]),
+                       ("evaluate.significance_measure", [evaluate["significance_measure"]])):
+        for name in names:
+            try:
+                measure_name(name, 1)
+            except ConfigError as err:
+                raise ConfigError(f"config key {key}: {err}") from err
+    plan = Plan(
+        config=config,
+        results=results,
+        teacher_warm=teacher_warm,
+        student_warm=student_warm,
+        students=tuple(students),
+        evaluated=tuple(dict.fromkeys(evaluated)),
+        collections=tuple(collections),
+        teacher_cached=any(_cached(config, job) for job in students),
+        miner=miner,
+        measures=tuple(dict.fromkeys(wanted)),
+    )
+    _check_training(plan)
+    return plan
+
+
+def cached(plan: Plan, job: StudentJob) -> bool:
+    """Whether a distillation reads its teacher from the layer cache."""
+    return _cached(plan.config, job)
+
+
+def _cached(config: Mapping[str, Any], job: StudentJob) -> bool:
+    distill = job.distillation
+    return (job.method in DISTILLING and config["teacher"]["kind"] == "dual"
+            and not distill["teacher_trainable"] and distill["teacher_cache"]["enabled"] == "auto")
+
+
+def _student_jobs(distill: Mapping[str, Any]) -> list[StudentJob]:
+    seeds = distill["seeds"] or [distill["optimisation"]["seed"]]
+    base = {k: v for k, v in distill.items() if k not in ("methods", "seeds", "variants")}
+    rows: list[tuple[str, str | None, dict]] = [(m, None, base) for m in distill["methods"]]
+    for name, overrides in distill["variants"].items():
+        _check_name(name, "distillation.variants")
+        if name in METHODS:
+            raise ConfigError(f"config key distillation.variants.{name}: a variant cannot take "
+                              f"the name of a method ({', '.join(METHODS)})")
+        overrides = dict(overrides)
+        method = overrides.pop("method", "lead")
+        if method not in METHODS:
+            raise ConfigError(f"config key distillation.variants.{name}.method: {method!r} is "
+                              f"not one of {METHODS}")
+        for key in ("methods", "seeds", "variants"):
+            if key in overrides:
+                raise ConfigError(f"config key distillation.variants.{name}.{key}: variants "
+                                  "cannot set it")
+        try:
+            section = resolve("distillation", _merge(copy.deepcopy(base), overrides))
+        except ConfigError as err:
+            raise ConfigError(f"{err} (in distillation.variants.{name})") from err
+        rows.append((method, name, {k: v for k, v in section.items()
+                                    if k not in ("methods", "seeds", "variants")}))
+    jobs = []
+    for method, variant, section in rows:
+        for seed in seeds:
+            settings = copy.deepcopy(section)
+            settings["optimisation"]["seed"] = seed
+            jobs.append(StudentJob(f"{variant or method}-s{seed}", method, seed, variant,
+                                   settings))
+    return jobs
+
+
+def _merge(base: dict, changes: Mapping[str, Any]) -> dict:
+    for key, value in changes.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def _collection(name: str, root: str, dataset: Mapping[str, Any], training: bool,
+                key: str = "dataset") -> Collection:
+    dataset = validate({"dataset": dict(dataset)},
+                       {"type": "object",
+                        "properties": {"dataset": {"$ref": "#/definitions/dataset"}}})["dataset"]
+    available = _source_splits(dataset)
+    for split in dataset["eval_splits"]:
+        _check_name(split, f"{key}.eval_splits")
+    if training and available is not None and "train" not in available:
+        raise ConfigError(
+            f"config key {key}: training needs a train split, and source "
+            f"{dataset['source']!r} as configured has only {sorted(available)}"
+        )
+    if available is not None:
+        missing = [s for s in dataset["eval_splits"] if s not in available]
+        if missing:
+            raise ConfigError(f"config key {key}.eval_splits: {missing} not among the splits "
+                              f"source {dataset['source']!r} produces ({sorted(available)})")
+    splits = list(dataset["eval_splits"])
+    if training:
+        splits = ["train", "dev", *splits]
+    return Collection(name, root, dataset, tuple(dataset["eval_splits"]),
+                      tuple(sorted(set(splits))))
+
+
+def _source_splits(dataset: Mapping[str, Any]) -> set[str] | None:
+    source = dataset["source"]
+    if source in SOURCE_SPLITS:
+        return set(SOURCE_SPLITS[source])
+    if source == "beir":
+        names = set(dataset["beir"]["splits"])
+    else:
+        if set(dataset["local"]["queries"]) != set(dataset["local"]["qrels"]):
+            raise ConfigError(
+                "config keys dataset.local.queries and dataset.local.qrels must name the same "
+                f"splits (queries: {sorted(dataset['local']['queries'])}, qrels: "
+                f"{sorted(dataset['local']['qrels'])})"
+            )
+        names = set(dataset["local"]["qrels"])
+    for name in names:
+        _check_name(name, f"dataset.{'beir.splits' if source == 'beir' else 'local.qrels'}")
+    return names | ({"dev"} if "train" in names else set())
+
+
+def _check_name(name: str, key: str) -> None:
+    if not isinstance(name, str) or not NAME.match(name):
+        raise ConfigError(
+            f"config key {key}: {name!r} is not a valid name (letters, digits, '.', '_' and "
+            "'-', starting with a letter or digit, at most 64 characters): names become paths"
+        )
+
+
+def _check_training(plan: Plan) -> None:
+    """Layer choices against the models' depths, as far as the models can be read now."""
+    from lead.modeling.init import model_depth
+
+    if not plan.students:
+        return
+    depths = {}
+    for role in ("teacher", "student"):
+        try:
+            depths[role] = model_depth(plan.config[role])
+        except ConfigError as err:
+            plan.notes.append(f"layer choices not checked against the {role}: {err}")
+    if len(depths) < 2:
+        return
+    from lead.training.layers import LayerSelector
+
+    for job in plan.students:
+        if job.method != "lead":
+            continue
+        key = ("distillation" if job.variant is None
+               else f"distillation.variants.{job.variant}") + ".layers"
+        try:
+            LayerSelector.from_settings(job.distillation["layers"], depths["teacher"],
+                                        depths["student"], seed=job.seed)
+        except ConfigError as err:
+            raise ConfigError(f"config key {key}: {err}") from err

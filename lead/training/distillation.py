@@ -1,0 +1,153 @@
+"""The distillation objective of every method (docs/method.md, "Total loss").
+
+    L = CE_student + [CE_teacher + KL(S || T)]  (teacher trained jointly)
+        + KL(T || S)  (response, lead)  + L_layer  (lead)
+
+The teacher's scores come from the live teacher, or, for a frozen dual-encoder teacher, from
+its cached per-layer vectors (lead.training.teacher_cache), which give the same scores. The
+scoring, gathering and gradient scale are lead.training.objective's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lead import distributed
+from lead.config import resolve
+from lead.errors import ConfigError
+from lead.losses.contrastive import contrastive_loss
+from lead.losses.distillation import lead_layer_loss, response_kl, reverse_kl, teacher_layer_ce
+from lead.modeling.encoders import Encoder
+from lead.training.layers import LayerSelector
+from lead.training.objective import Batching, Inputs, Objective, Scores
+
+METHODS = ("none", "response", "lead")
+DISTILLING = ("response", "lead")
+TERMS = ("student_ce", "teacher_ce", "response_kl", "reverse_kl", "layer")
+
+
+class DistillationObjective(Objective):
+    """Holds the student and the teacher, and computes the method's loss.
+
+    A frozen teacher (teacher_trainable false) is put in eval mode with requires_grad off,
+    and stays in eval mode when the objective is switched to train mode.
+    """
+
+    def __init__(
+        self,
+        student: Encoder,
+        teacher: Encoder | None,
+        method: str,
+        settings: Mapping[str, Any] | None = None,
+        *,
+        gradient_scale: str = "release",
+        selector: LayerSelector | None = None,
+    ):
+        if method not in METHODS:
+            raise ConfigError(f"method {method!r} is unknown; expected one of {METHODS}")
+        distilling = method in DISTILLING
+        if distilling and teacher is None:
+            raise ConfigError(f"method {method!r} needs a teacher")
+        settings = resolve("distillation", dict(settings or {}))
+        super().__init__(student, teacher if distilling else None,
+                         gradient_scale=gradient_scale,
+                         own_layer_similarity=settings["layer_similarity"] == "model")
+        self.method = method
+        self.selector = selector
+        self.teacher_trainable = distilling and settings["teacher_trainable"]
+        self.detach_targets = settings["detach_teacher_targets"]
+        self.temperature = settings["temperature"]
+        self.layer_temperature = settings["layer_temperature"]
+        self.reweight = settings["reweight"]
+        self.coefficients = self._active_terms(settings)
+        if self.teacher is not None and not self.teacher_trainable:
+            self.teacher.requires_grad_(False)
+            self.teacher.eval()
+
+    @classmethod
+    def needs_teacher(cls, job: Any) -> bool:
+        return job.method in DISTILLING
+
+    @classmethod
+    def build(cls, job: Any, student: Encoder, teacher: Encoder | None) -> DistillationObjective:
+        selector = None
+        if job.method == "lead":
+            selector = LayerSelector.from_settings(
+                job.distillation["layers"], teacher.num_layers, student.num_layers,
+                seed=job.optimisation["seed"],
+            )
+        return cls(student, teacher, job.method, job.distillation,
+                   gradient_scale=job.optimisation["gradient_scale"], selector=selector)
+
+    def layer_pairs(self, step: int) -> list[tuple[int, int]]:
+        return self.selector.pairs(step) if self.selector is not None else []
+
+    def trainees(self) -> dict[str, nn.Module]:
+        trained = {"student": self.student}
+        if self.teacher_trainable:
+            trained["teacher"] = self.teacher
+        return trained
+
+    def _active_terms(self, settings: Mapping[str, Any]) -> dict[str, float]:
+        """Coefficient of each term this method computes; terms weighted 0 are skipped."""
+        coefficients = dict(settings["coefficients"])
+        if not settings["reweight"]:
+            coefficients["layer"] *= settings["layer_coefficient"]
+        names = ["student_ce"]
+        if self.teacher_trainable:
+            names += ["teacher_ce", "reverse_kl"]
+        if self.method in DISTILLING:
+            names.append("response_kl")
+        if self.method == "lead":
+            names.append("layer")
+        active = {name: float(coefficients[name]) for name in names if coefficients[name] > 0}
+        if not active:
+            raise ConfigError(f"every loss term of method {self.method!r} has coefficient 0")
+        return active
+
+    def train(self, mode: bool = True) -> DistillationObjective:
+        super().train(mode)
+        if self.teacher is not None and not self.teacher_trainable:
+            self.teacher.eval()
+        return self
+
+    def terms(self, student: Scores, teacher_q: Inputs | None, teacher_p: Inputs | None,
+              pairs: list[tuple[int, int]], batching: Batching
+              ) -> tuple[dict[str, Tensor], Tensor | None]:
+        if "layer" in self.coefficients and not pairs:
+            raise ValueError("method 'lead' needs at least one (teacher, student) layer pair")
+        values = {"student_ce": contrastive_loss(student.final, student.labels)}
+        if self.teacher is None:
+            return values, None
+        if teacher_q is None or teacher_p is None:
+            raise ValueError(f"method {self.method!r} needs the teacher's batches")
+        with torch.set_grad_enabled(self.teacher_trainable and torch.is_grad_enabled()):
+            teacher = self.scores(self.teacher, teacher_q, teacher_p, [t for t, _ in pairs],
+                                  batching)
+        # detach_teacher_targets: the student's terms send no gradient into the teacher, the
+        # teacher still trains on its own terms (its CE, the reverse KL to the student).
+        target = teacher.detached() if self.detach_targets else teacher
+        learner = student.detached() if self.detach_targets else student
+        if "teacher_ce" in self.coefficients:
+            values["teacher_ce"] = contrastive_loss(teacher.final, teacher.labels)
+        if "response_kl" in self.coefficients:
+            values["response_kl"] = response_kl(target.final, student.final,
+                                                temperature=self.temperature)
+        if "reverse_kl" in self.coefficients:
+            values["reverse_kl"] = reverse_kl(teacher.final, learner.final,
+                                              temperature=self.temperature)
+        layer_weights = None
+        if "layer" in self.coefficients:
+            values["layer"], layer_weights = lead_layer_loss(
+                target.layers, student.layers, teacher.labels,
+                temperature=self.temperature, layer_temperature=self.layer_temperature,
+                reweight=self.reweight,
+                teacher_ce=distributed.global_mean(
+                    teacher_layer_ce(teacher.layers, teacher.labels), batching.num_queries
+                ),
+            )
+        return values, layer_weights
