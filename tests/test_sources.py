@@ -15,8 +15,9 @@ from data_server import FileServer
 from lead import schemas
 from lead.__main__ import main
 from lead.data.msmarco import convert_collection
-from lead.data.readers import iter_tsv, repair_mojibake_text
 from lead.data.sources import build_dataset
+from lead.data.text import repair_mojibake_text
+from lead.data.tsv import iter_tsv
 from lead.errors import ConfigError, DataError
 from lead.io import read_provenance, read_table
 
@@ -396,10 +397,10 @@ def test_duplicate_ids_found_across_batches_and_sort_windows(monkeypatch):
     import numpy as np
     import pyarrow as pa
 
-    from lead.data import readers
+    from lead.data import corpus
 
-    monkeypatch.setattr(readers, "_WINDOW", 3)
-    unique = readers.UniqueIds("ids.tsv", "id")
+    monkeypatch.setattr(corpus, "_WINDOW", 3)
+    unique = corpus.UniqueIds("ids.tsv", "id")
     unique.add(pa.array([str(i) for i in range(10)]), np.arange(1, 11))
     unique.add(pa.array([str(i) for i in range(10, 20)] + ["15", "7"]), np.arange(11, 23))
     with pytest.raises(DataError, match=r"ids\.tsv:21: duplicate id '15' \(first at line 16\)"):

@@ -18,21 +18,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from lead.data.readers import (
-    Checks,
-    CorpusBatch,
-    UniqueIds,
-    check_texts,
-    iter_jsonl,
-    jsonl_columns,
-    open_binary,
-    read_qrels,
-    read_queries,
-    require_ids,
-    tsv_corpus,
-    write_corpus,
-)
+from lead.data.checks import Checks
+from lead.data.corpus import CorpusBatch, UniqueIds, tsv_corpus, write_corpus
+from lead.data.readers import iter_jsonl, jsonl_columns, read_qrels, read_queries
 from lead.data.splits import Split, write_splits
+from lead.data.text import check_texts, require_ids
+from lead.data.tsv import open_binary
 from lead.errors import ConfigError, DataError
 from lead.io import provenance
 

@@ -24,18 +24,12 @@ from urllib.parse import urljoin, urlparse
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lead.data.checks import Checks
+from lead.data.corpus import CorpusBatch, tsv_corpus, write_corpus
 from lead.data.download import Remote, download, extract
-from lead.data.readers import (
-    Batch,
-    Checks,
-    CorpusBatch,
-    iter_tsv,
-    read_qrels,
-    read_queries,
-    tsv_corpus,
-    write_corpus,
-)
+from lead.data.readers import read_qrels, read_queries
 from lead.data.splits import Split, write_splits
+from lead.data.tsv import Batch, iter_tsv
 from lead.errors import DataError
 from lead.io import provenance
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lead import schemas
-from lead.data.readers import Checks
+from lead.data.checks import Checks
 from lead.errors import ConfigError, DataError
 from lead.io import iter_batches, write_table
 

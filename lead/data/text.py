@@ -1,0 +1,127 @@
+"""Text repair and checks: invalid UTF-8, latin-1 mojibake, empty texts and ids.
+
+MS MARCO's collection.tsv holds passages whose UTF-8 bytes were once decoded as latin-1 and
+re-encoded ("cafÃ©" for "café"); other collections hold Windows-1252 lines. Repairs are
+counted through `Checks`; what cannot be repaired names the file and line.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lead.data.checks import Checks
+from lead.errors import DataError
+
+BOM = b"\xef\xbb\xbf"
+# Mojibake marker: a UTF-8 lead byte followed by a continuation byte, both read as latin-1
+# characters ("Ã©" for "é", "â\x80\x99" for "’"). Legitimate text almost never has one.
+_MOJIBAKE = "[\u00c2-\u00f4][\u0080-\u00bf]"
+_LATIN1_RUN = re.compile("[\u0080-\u00ff]+")
+
+
+def _valid_utf8(block: memoryview) -> bool:
+    offsets = pa.py_buffer(np.array([0, len(block)], dtype=np.int32))
+    try:
+        pa.StringArray.from_buffers(1, offsets, pa.py_buffer(block)).validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def ensure_utf8(
+    block: memoryview, first_line: int, path: str | Path, repair: bool, checks: Checks | None
+) -> memoryview:
+    """Return `block` as valid UTF-8: repaired line by line (as Windows-1252) or refused."""
+    if _valid_utf8(block):
+        return block
+    lines = bytes(block).split(b"\n")
+    for index, line in enumerate(lines):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            if not repair:
+                raise DataError(
+                    path, first_line + index, f"invalid UTF-8 at byte {err.start + 1} of the line"
+                ) from err
+            lines[index] = _decode_legacy(line).encode("utf-8")
+            if checks is not None:
+                checks.repaired("lines decoded as Windows-1252 (not UTF-8)", 1)
+    return memoryview(b"\n".join(lines))
+
+
+def _decode_legacy(line: bytes) -> str:
+    """Non-UTF-8 bytes are most likely Windows-1252; latin-1 covers its five undefined bytes."""
+    try:
+        return line.decode("cp1252")
+    except UnicodeDecodeError:
+        return line.decode("latin-1")
+
+
+def repair_mojibake_text(text: str) -> str:
+    """Undo UTF-8-read-as-latin-1 in each run of latin-1-range characters where it round-trips.
+
+    A run that is not valid UTF-8 once re-encoded (a real "é" next to ASCII) stays as it is,
+    so legitimate accented text is never altered.
+    """
+    try:  # the common case: all of the text's non-ASCII is mojibake (same result, faster)
+        return text.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return _LATIN1_RUN.sub(_repair_run, text)
+
+
+def _repair_run(match: re.Match) -> str:
+    run = match.group()
+    try:
+        return run.encode("latin-1").decode("utf-8")
+    except UnicodeDecodeError:
+        return run
+
+
+def repair_mojibake(texts: pa.Array) -> tuple[pa.Array, int]:
+    """Repair the texts that carry mojibake markers; returns the texts and how many changed."""
+    candidates = pc.indices_nonzero(pc.invert(pc.string_is_ascii(texts)))
+    if not len(candidates):
+        return texts, 0
+    marked = candidates.filter(pc.match_substring_regex(texts.take(candidates), _MOJIBAKE))
+    if not len(marked):
+        return texts, 0
+    originals = texts.take(marked).to_pylist()
+    repaired = [repair_mojibake_text(text) for text in originals]
+    mask = np.zeros(len(texts), dtype=bool)
+    mask[marked.to_numpy()] = True
+    changed = sum(a != b for a, b in zip(originals, repaired, strict=True))
+    return pc.replace_with_mask(texts, pa.array(mask), pa.array(repaired, pa.string())), changed
+
+
+def _blank(values: pa.Array) -> pa.Array:
+    """Empty or only whitespace (utf8_is_space is false for the empty string)."""
+    return pc.or_(pc.equal(pc.binary_length(values), 0), pc.utf8_is_space(values))
+
+
+def require_ids(ids: pa.Array, lines: np.ndarray, path: str | Path, what: str) -> None:
+    """An empty id cannot be referred to: always an error."""
+    empty = pc.indices_nonzero(pc.equal(pc.utf8_length(ids), 0))
+    if len(empty):
+        raise DataError(path, int(lines[empty[0].as_py()]), f"empty {what}")
+
+
+def check_texts(
+    texts: pa.Array,
+    lines: np.ndarray,
+    path: str | Path,
+    checks: Checks,
+    what: str,
+    titles: pa.Array | None = None,
+) -> None:
+    """Count (or, strict, refuse) rows whose text (and title, when given) is blank."""
+    blank = _blank(texts) if titles is None else pc.and_(_blank(texts), _blank(titles))
+    rows = pc.indices_nonzero(blank)
+    if len(rows):
+        line = int(lines[rows[0].as_py()])
+        checks.problem(f"keep {what}s with an empty text", path, line, f"empty {what} text",
+                       count=len(rows))
