@@ -26,6 +26,7 @@ from lead.data.text import check_texts, require_ids
 from lead.data.tsv import open_binary
 from lead.errors import ConfigError, DataError
 from lead.io import provenance
+from lead.paths import child
 
 QRELS_FORMAT = {"trec": "trec", "tsv": "msmarco"}
 CORPUS_LAYOUTS = {2: ("doc_id", "text"), 3: ("doc_id", "title", "text")}
@@ -47,11 +48,10 @@ def build_beir(settings: Mapping[str, Any], out_dir: Path, checks: Checks) -> di
                  repair_encoding=False, prov=prov)
     queries_path = root / "queries.jsonl"
     queries = _beir_queries(queries_path, checks)
-    splits = [
-        Split(name, queries, read_qrels(root / "qrels" / f"{stem}.tsv", "beir"), queries_path,
-              root / "qrels" / f"{stem}.tsv")
-        for name, stem in beir["splits"].items()
-    ]
+    qrels_paths = {name: child(root / "qrels", f"{stem}.tsv")
+                   for name, stem in beir["splits"].items()}
+    splits = [Split(name, queries, read_qrels(path, "beir"), queries_path, path)
+              for name, path in qrels_paths.items()]
     return write_splits(splits, out_dir, corpus_path=corpus_path, corpus_source=corpus_source,
                         checks=checks, settings=settings, prov=prov)
 

@@ -23,6 +23,7 @@ from lead import schemas
 from lead.data.checks import Checks
 from lead.errors import ConfigError, DataError
 from lead.io import iter_batches, write_table
+from lead.paths import check_name, child
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +137,11 @@ def write_splits(
         split = cleaned[name]
         queries = split.queries.sort_by("query_id").select(schemas.QUERIES.names)
         qrels = split.qrels.sort_by([("query_id", "ascending"), ("doc_id", "ascending")])
-        write_table(queries.cast(schemas.QUERIES), out_dir / "queries" / f"{name}.parquet", prov)
+        file_name = f"{check_name(name, 'split name')}.parquet"
+        write_table(queries.cast(schemas.QUERIES), child(out_dir, "queries", file_name), prov)
         write_table(
             qrels.select(schemas.QRELS.names).cast(schemas.QRELS),
-            out_dir / "qrels" / f"{name}.parquet",
+            child(out_dir, "qrels", file_name),
             prov,
         )
         counts[name] = queries.num_rows
