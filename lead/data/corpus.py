@@ -18,10 +18,10 @@ import pyarrow.compute as pc
 
 from lead import schemas
 from lead.data.checks import Checks
-from lead.data.text import check_texts, repair_mojibake, require_ids
+from lead.data.text import check_ids, check_texts, repair_mojibake
 from lead.data.tsv import iter_tsv
 from lead.errors import DataError
-from lead.io import parquet_writer
+from lead.io import iter_batches, parquet_writer
 
 _WINDOW = 1 << 20
 
@@ -96,7 +96,7 @@ def write_corpus(
     with parquet_writer(out_path, schemas.CORPUS, prov) as writer, ThreadPoolExecutor(1) as pool:
         pending: Future | None = None
         for batch in batches:
-            require_ids(batch.doc_id, batch.lines, source, "document id")
+            check_ids(batch.doc_id, batch.lines, source, "document id")
             title, text = batch.title, batch.text
             if repair_encoding:
                 text, changed_text = repair_mojibake(text)
@@ -134,3 +134,12 @@ def tsv_corpus(
         named = dict(zip(fields, batch.columns, strict=True))
         title = named["title"] if "title" in named else empty_strings(len(named["doc_id"]))
         yield CorpusBatch(batch.lines, named["doc_id"], title, named["text"])
+
+
+def known_ids(corpus_path: str | Path, wanted: pa.Array) -> pa.Array:
+    """The subset of `wanted` ids present in a CORPUS parquet, streaming its id column."""
+    found = [
+        batch.column(0).filter(pc.is_in(batch.column(0), value_set=wanted))
+        for batch in iter_batches(corpus_path, schemas.CORPUS, columns=["doc_id"])
+    ]
+    return pa.chunked_array(found, pa.string()).combine_chunks()

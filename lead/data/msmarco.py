@@ -162,7 +162,7 @@ def _split(name: str, queries: Path, qrels: Path, fmt: str, checks: Checks, repa
     return Split(
         name,
         read_queries(queries, checks, repair_encoding=repair),
-        read_qrels(qrels, fmt),
+        read_qrels(qrels, fmt, checks),
         queries,
         qrels,
     )

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from lead.data.checks import Checks
 from lead.data.corpus import UniqueIds
-from lead.data.text import check_texts, repair_mojibake, require_ids
+from lead.data.text import BOM, check_ids, check_texts, clean_string, repair_mojibake
 from lead.data.tsv import iter_tsv, open_binary
 from lead.errors import DataError
 
@@ -35,7 +35,7 @@ def read_queries(path: str | Path, checks: Checks, *, repair_encoding: bool = Fa
     for batch in iter_tsv(path, 2, repair_encoding=repair_encoding, checks=checks):
         ids, texts = batch.columns
         lines = batch.lines
-        require_ids(ids, lines, path, "query id")
+        check_ids(ids, lines, path, "query id")
         if repair_encoding:
             texts, changed = repair_mojibake(texts)
             checks.repaired("query texts with latin-1 mojibake", changed)
@@ -63,17 +63,18 @@ QRELS_FORMATS = {
 }
 
 
-def read_qrels(path: str | Path, fmt: str) -> pa.Table:
+def read_qrels(path: str | Path, fmt: str, checks: Checks) -> pa.Table:
     """Read judgments (MS MARCO TSV, TREC or BEIR) into query_id, doc_id, relevance, line."""
     columns, whitespace, header = QRELS_FORMATS[fmt]
     if header:
         _check_beir_header(path)
     parts = []
-    for batch in iter_tsv(path, columns, whitespace=whitespace, skip_lines=int(header)):
+    for batch in iter_tsv(path, columns, whitespace=whitespace, skip_lines=int(header),
+                          checks=checks):
         query_ids, doc_ids, grades = batch.columns[0], batch.columns[-2], batch.columns[-1]
         lines = batch.lines
-        require_ids(query_ids, lines, path, "query id")
-        require_ids(doc_ids, lines, path, "document id")
+        check_ids(query_ids, lines, path, "query id")
+        check_ids(doc_ids, lines, path, "document id")
         bad = pc.indices_nonzero(pc.invert(pc.match_substring_regex(grades, _INTEGER)))
         if len(bad):
             row = bad[0].as_py()
@@ -118,12 +119,22 @@ def _concat(parts: list[pa.Table], schema: pa.Schema) -> pa.Table:
     return pa.concat_tables(parts).cast(schema)
 
 
-def iter_jsonl(path: str | Path, batch_rows: int = 50_000) -> Iterator[list[tuple[int, dict]]]:
-    """Stream a JSON-lines file as lists of (line number, object); blank lines are skipped."""
+def iter_jsonl(
+    path: str | Path, checks: Checks, batch_rows: int = 50_000
+) -> Iterator[list[tuple[int, dict]]]:
+    """Stream a JSON-lines file as lists of (line number, object); blank lines are skipped.
+
+    A byte-order mark starting a later line (concatenated files) is removed and counted.
+    """
     rows: list[tuple[int, dict]] = []
     try:
         with open_binary(path) as file:
             for number, raw in enumerate(file, start=1):
+                if raw.startswith(BOM):
+                    raw = raw[len(BOM) :]
+                    if number > 1:
+                        checks.repaired(
+                            "byte-order marks inside a file removed (concatenated files?)", 1)
                 if not raw.strip():
                     continue
                 try:
@@ -145,11 +156,12 @@ def iter_jsonl(path: str | Path, batch_rows: int = 50_000) -> Iterator[list[tupl
 
 
 def jsonl_columns(
-    rows: list[tuple[int, dict]], path: str | Path, fields: Mapping[str, bool]
+    rows: list[tuple[int, dict]], path: str | Path, fields: Mapping[str, bool], checks: Checks
 ) -> tuple[np.ndarray, dict[str, pa.Array]]:
     """Pull string fields out of JSON objects; `fields` maps name -> required.
 
     Ids may be JSON numbers (converted to strings); an optional field that is absent is "".
+    Values are cleaned as TSV lines are (`lead.data.text.clean_string`).
     """
     values: dict[str, list[str]] = {name: [] for name in fields}
     for number, obj in rows:
@@ -157,7 +169,8 @@ def jsonl_columns(
             value = obj.get(name)
             if value is None and not required:
                 value = ""
-            values[name].append(_json_string(value, name, path, number))
+            value = _json_string(value, name, path, number)
+            values[name].append(clean_string(value, path, number, f"field {name!r}", checks))
     lines = np.fromiter((number for number, _ in rows), dtype=np.int64, count=len(rows))
     return lines, {name: pa.array(column, pa.string()) for name, column in values.items()}
 

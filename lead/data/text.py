@@ -1,8 +1,10 @@
-"""Text repair and checks: invalid UTF-8, latin-1 mojibake, empty texts and ids.
+"""Text repair and checks: NUL bytes, stray byte-order marks, invalid UTF-8, latin-1
+mojibake, empty texts, unusable ids.
 
 MS MARCO's collection.tsv holds passages whose UTF-8 bytes were once decoded as latin-1 and
-re-encoded ("cafÃ©" for "café"); other collections hold Windows-1252 lines. Repairs are
-counted through `Checks`; what cannot be repaired names the file and line.
+re-encoded ("cafÃ©" for "café"); other collections hold Windows-1252 lines, or are several
+files concatenated (each with its byte-order mark). Repairs are counted through `Checks`;
+what cannot be repaired names the file and line.
 """
 
 from __future__ import annotations
@@ -18,10 +20,51 @@ from lead.data.checks import Checks
 from lead.errors import DataError
 
 BOM = b"\xef\xbb\xbf"
+_NEWLINE = 10
+# Whitespace (any Unicode space separator, tab, newline) and control characters: an id holding
+# one breaks the blank-separated TREC run format and every later lookup.
+_UNUSABLE_IN_ID = r"[\p{Z}\p{Cc}]"
 # Mojibake marker: a UTF-8 lead byte followed by a continuation byte, both read as latin-1
 # characters ("Ã©" for "é", "â\x80\x99" for "’"). Legitimate text almost never has one.
 _MOJIBAKE = "[\u00c2-\u00f4][\u0080-\u00bf]"
 _LATIN1_RUN = re.compile("[\u0080-\u00ff]+")
+
+
+def clean_block(
+    block: memoryview, first_line: int, path: str | Path, checks: Checks | None
+) -> memoryview:
+    """Refuse a NUL byte (naming its line); remove byte-order marks left inside the file.
+
+    No text holds a NUL: it means binary data or a UTF-16 file. A byte-order mark after the
+    start of a file (files concatenated with `cat`) would end up inside an id or a text; it
+    is removed and counted. (The one at the very start is dropped by the block reader.)
+    """
+    buf = np.frombuffer(block, dtype=np.uint8)
+    if not buf.all():
+        at = int(np.argmin(buf))
+        newlines = np.flatnonzero(buf[:at] == _NEWLINE)
+        column = at - (int(newlines[-1]) + 1 if len(newlines) else 0) + 1
+        raise DataError(path, first_line + len(newlines),
+                        f"NUL byte at byte {column} of the line: not a UTF-8 text file "
+                        "(binary data, or UTF-16?)")
+    marks = np.flatnonzero(buf[:-2] == BOM[0])
+    marks = marks[(buf[marks + 1] == BOM[1]) & (buf[marks + 2] == BOM[2])]
+    if not len(marks):
+        return block
+    if checks is not None:
+        checks.repaired("byte-order marks inside a file removed (concatenated files?)",
+                        len(marks))
+    return memoryview(bytes(block).replace(BOM, b""))
+
+
+def clean_string(value: str, path: str | Path, line: int, what: str, checks: Checks) -> str:
+    """`clean_block` for one decoded value (a JSON string): NUL refused, U+FEFF removed."""
+    if "\x00" in value:
+        raise DataError(path, line, f"{what} contains a NUL character")
+    if "\ufeff" in value:
+        checks.repaired("byte-order marks inside a file removed (concatenated files?)", 1)
+        value = value.replace("\ufeff", "")
+    return value
 
 
 def _valid_utf8(block: memoryview) -> bool:
@@ -103,11 +146,23 @@ def _blank(values: pa.Array) -> pa.Array:
     return pc.or_(pc.equal(pc.binary_length(values), 0), pc.utf8_is_space(values))
 
 
-def require_ids(ids: pa.Array, lines: np.ndarray, path: str | Path, what: str) -> None:
-    """An empty id cannot be referred to: always an error."""
-    empty = pc.indices_nonzero(pc.equal(pc.utf8_length(ids), 0))
-    if len(empty):
-        raise DataError(path, int(lines[empty[0].as_py()]), f"empty {what}")
+def check_ids(ids: pa.Array, lines: np.ndarray, path: str | Path, what: str) -> None:
+    """Refuse (always) an empty id, or one with whitespace or control characters.
+
+    An empty id cannot be referred to; one with a blank is split in two by the TREC run
+    format and by every tool that reads it.
+    """
+    empty = pc.equal(pc.utf8_length(ids), 0)
+    bad = pc.indices_nonzero(pc.or_(empty, pc.match_substring_regex(ids, _UNUSABLE_IN_ID)))
+    if not len(bad):
+        return
+    row = bad[0].as_py()
+    line = int(lines[row])
+    if empty[row].as_py():
+        raise DataError(path, line, f"empty {what}")
+    raise DataError(path, line, f"{what} {ids[row].as_py()!r} contains whitespace or a control "
+                                "character: ids must be single words (TREC runs are "
+                                "blank-separated)")
 
 
 def check_texts(

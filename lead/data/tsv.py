@@ -19,13 +19,21 @@ import numpy as np
 import pyarrow as pa
 
 from lead.data.checks import Checks
-from lead.data.text import BOM, ensure_utf8
+from lead.data.text import BOM, clean_block, ensure_utf8
 from lead.errors import DataError
 
 BLOCK_SIZE = 8 << 20  # ~20k MS MARCO passages: one parquet row group
 _TAB, _NEWLINE, _CR = 9, 10, 13
 _WHITESPACE_RUN = re.compile(rb"[ \t]+")
 _EDGE_TAB = re.compile(rb"^\t|\t(?=\r?\n)", re.MULTILINE)
+# Column names that files of ids come with when exported with a header (pandas, BEIR, SQL):
+# as the first field of a file that has no header, such a word is a header, not an id.
+HEADER_WORDS = frozenset({
+    "id", "_id", "docid", "doc_id", "doc-id", "did", "docno", "pid", "passage_id",
+    "passage-id", "qid", "query_id", "query-id", "queryid", "topic", "topic_id", "corpus-id",
+    "corpus_id",
+})
+_FIRST_FIELD = {False: re.compile(rb"[\t\r\n]"), True: re.compile(rb"[ \t\r\n]")}
 
 
 @dataclass(frozen=True)
@@ -129,10 +137,12 @@ def iter_tsv(
 ) -> Iterator[Batch]:
     """Stream a file of `columns` tab-separated (or, with `whitespace`, blank-separated) fields.
 
-    The first `skip_lines` lines (a header) are left out. Invalid UTF-8 is an error naming
-    the line, unless `repair_encoding` decodes such lines as Windows-1252.
+    The first `skip_lines` lines (a header) are left out; a file read without skipping must
+    not start with one (its first field a column name such as `id` or `qid`). NUL bytes and
+    invalid UTF-8 are errors naming the line, unless `repair_encoding` decodes such lines
+    as Windows-1252; byte-order marks inside the file are removed.
     """
-    line = 1
+    line, headerless = 1, not skip_lines
     for block in iter_blocks(path, block_size):
         if skip_lines:
             block, dropped = _drop_lines(block, skip_lines)
@@ -140,6 +150,9 @@ def iter_tsv(
             line += dropped
             if not len(block):
                 continue
+        if headerless and line == 1:
+            _refuse_header(block, path, whitespace)
+        block = clean_block(block, line, path, checks)
         block = ensure_utf8(block, line, path, repair_encoding, checks)
         if whitespace:
             block = memoryview(_EDGE_TAB.sub(b"", _WHITESPACE_RUN.sub(b"\t", block)))
@@ -147,6 +160,15 @@ def iter_tsv(
         batch = Batch(line, split_block(block, line, columns, path, separated))
         line += len(batch.columns[0])
         yield batch
+
+
+def _refuse_header(block: memoryview, path: str | Path, whitespace: bool) -> None:
+    """A file of data lines whose first line is a header would make it a document or query."""
+    first = _FIRST_FIELD[whitespace].split(bytes(block[:256]), maxsplit=1)[0]
+    word = first.strip().decode("utf-8", errors="replace")
+    if word.lower() in HEADER_WORDS:
+        raise DataError(path, 1, f"starts with a header line ({word!r} is a column name, not "
+                                 "an id): remove the header, the file must hold data lines only")
 
 
 def _drop_lines(block: memoryview, count: int) -> tuple[memoryview, int]:
