@@ -28,7 +28,6 @@ from lead.errors import DataError
 from lead.io import iter_batches, provenance, read_table, write_table
 
 log = logging.getLogger(__name__)
-BM25_STOPWORDS = "en"
 
 
 @dataclass(frozen=True)
@@ -119,46 +118,6 @@ def _assemble(
 # --- BM25 -----------------------------------------------------------------------------------
 
 
-def _bm25_index(corpus: Path, k1: float, b: float):
-    """A bm25s index of `title text`, and the doc ids in index order."""
-    import bm25s
-    from bm25s.tokenization import Tokenizer
-
-    # No stemmer: PyStemmer is not a dependency, and scores must not depend on what else is
-    # installed.
-    tokenizer = Tokenizer(lower=True, stopwords=BM25_STOPWORDS, stemmer=None)
-    doc_ids: list[pa.Array] = []
-    token_ids: list[list[int]] = []
-    for batch in iter_batches(corpus, schemas.CORPUS):
-        titles = pc.fill_null(batch.column("title"), "")
-        texts = pc.binary_join_element_wise(titles, pc.fill_null(batch.column("text"), ""), " ")
-        token_ids.extend(tokenizer.tokenize(
-            texts.to_pylist(), update_vocab=True, return_as="ids", show_progress=False,
-            allow_empty=False,
-        ))
-        doc_ids.append(batch.column("doc_id"))
-    retriever = bm25s.BM25(k1=k1, b=b)
-    retriever.index((token_ids, tokenizer.get_vocab_dict()), create_empty_token=False,
-                    show_progress=False)
-    ids = pa.chunked_array(doc_ids, pa.string()).to_numpy(zero_copy_only=False)
-    return tokenizer, retriever, ids
-
-
-def top_indices(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the `k` best positive scores, score descending then index ascending.
-
-    Unlike a plain argpartition, ties are broken the same way every time, and passages that
-    share no term with the query (score 0) are never 'retrieved'.
-    """
-    hits = np.flatnonzero(scores > 0)
-    hit_scores = scores[hits]
-    if len(hits) > k:
-        kth = np.partition(hit_scores, len(hits) - k)[len(hits) - k]
-        keep = hit_scores >= kth
-        hits, hit_scores = hits[keep], hit_scores[keep]
-    return hits[np.lexsort((hits, -hit_scores))[:k]]
-
-
 def bm25_groups(
     corpus: str | Path,
     queries: str | Path,
@@ -170,29 +129,40 @@ def bm25_groups(
     k1: float,
     b: float,
     strict: bool = False,
+    threads: int | None = None,
 ) -> GroupCounts:
     """BM25 hard negatives: the top `retrieve_depth` per training query, positives removed,
-    the first `depth` kept. Groups follow the queries file's order."""
+    the first `depth` kept. Groups follow the queries file's order.
+
+    Retrieval runs on `threads` threads (default: every available core); the groups do not
+    depend on their number.
+    """
+    from lead.data import bm25  # numba compiles on first use: only for this source
+
     positives = read_positives(qrels)
     query_table = read_table(queries, schemas.QUERIES)
-    tokenizer, retriever, doc_ids = _bm25_index(Path(corpus), k1, b)
+    index = bm25.build_index(Path(corpus), k1, b)
     query_ids = query_table.column("query_id").to_pylist()
-    texts = pc.fill_null(query_table.column("text"), "").to_pylist()
-    query_tokens = tokenizer.tokenize(
-        texts, update_vocab=False, return_as="ids", show_progress=False, allow_empty=False
-    )
+    query_tokens = index.tokenize(pc.fill_null(query_table.column("text"), "").to_pylist())
+    # Only judged queries with a known word are searched; the others have no candidates.
+    searched = [i for i, (query_id, tokens) in enumerate(zip(query_ids, query_tokens,
+                                                             strict=True))
+                if query_id in positives and tokens]
+    found = bm25.top_k(index, [query_tokens[i] for i in searched], retrieve_depth, threads)
 
     def ranked() -> Iterator[tuple[str, list[str]]]:
-        for query_id, tokens in zip(query_ids, query_tokens, strict=True):
-            if query_id not in positives or not tokens:
+        pending = iter(searched)
+        following = next(pending, None)
+        for i, query_id in enumerate(query_ids):
+            if i != following:
                 yield query_id, []
                 continue
-            scores = retriever.get_scores(tokens)
-            yield query_id, doc_ids[top_indices(scores, retrieve_depth)].tolist()
+            yield query_id, index.doc_ids[next(found)].tolist()
+            following = next(pending, None)
 
     groups, counts = _assemble(ranked(), positives, depth, source=Path(queries), strict=strict)
     settings = {"source": "bm25", "depth": depth, "retrieve_depth": retrieve_depth,
-                "bm25": {"k1": k1, "b": b, "stopwords": BM25_STOPWORDS, "stemmer": None}}
+                "bm25": {"k1": k1, "b": b, "stopwords": bm25.STOPWORDS, "stemmer": None}}
     return _write_groups(out, groups, counts, settings)
 
 
