@@ -58,8 +58,7 @@ def build_beir(settings: Mapping[str, Any], out_dir: Path, checks: Checks) -> di
 
 def _beir_corpus(path: Path, checks: Checks) -> Iterator[CorpusBatch]:
     for rows in iter_jsonl(path, checks):
-        lines, columns = jsonl_columns(rows, path, {"_id": True, "title": False, "text": True},
-                                       checks)
+        lines, columns = jsonl_columns(rows, path, {"_id": True, "title": False, "text": True})
         yield CorpusBatch(lines, columns["_id"], columns["title"], columns["text"])
 
 
@@ -67,7 +66,7 @@ def _beir_queries(path: Path, checks: Checks) -> pa.Table:
     unique = UniqueIds(path, "query id")
     parts = []
     for rows in iter_jsonl(path, checks):
-        lines, columns = jsonl_columns(rows, path, {"_id": True, "text": True}, checks)
+        lines, columns = jsonl_columns(rows, path, {"_id": True, "text": True})
         check_ids(columns["_id"], lines, path, "query id")
         check_texts(columns["text"], lines, path, checks, "query")
         unique.add(columns["_id"], lines)

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from lead.data.checks import Checks
 from lead.data.corpus import UniqueIds
-from lead.data.text import BOM, check_ids, check_texts, clean_string, repair_mojibake
+from lead.data.text import BOM, check_ids, check_texts, refuse_nul, repair_mojibake
 from lead.data.tsv import iter_tsv, open_binary
 from lead.errors import DataError
 
@@ -134,7 +134,7 @@ def iter_jsonl(
                     raw = raw[len(BOM) :]
                     if number > 1:
                         checks.repaired(
-                            "byte-order marks inside a file removed (concatenated files?)", 1)
+                            "byte-order marks starting a line removed (concatenated files?)", 1)
                 if not raw.strip():
                     continue
                 try:
@@ -156,12 +156,12 @@ def iter_jsonl(
 
 
 def jsonl_columns(
-    rows: list[tuple[int, dict]], path: str | Path, fields: Mapping[str, bool], checks: Checks
+    rows: list[tuple[int, dict]], path: str | Path, fields: Mapping[str, bool]
 ) -> tuple[np.ndarray, dict[str, pa.Array]]:
     """Pull string fields out of JSON objects; `fields` maps name -> required.
 
     Ids may be JSON numbers (converted to strings); an optional field that is absent is "".
-    Values are cleaned as TSV lines are (`lead.data.text.clean_string`).
+    A value with a NUL character is refused, as in TSV files.
     """
     values: dict[str, list[str]] = {name: [] for name in fields}
     for number, obj in rows:
@@ -170,7 +170,7 @@ def jsonl_columns(
             if value is None and not required:
                 value = ""
             value = _json_string(value, name, path, number)
-            values[name].append(clean_string(value, path, number, f"field {name!r}", checks))
+            values[name].append(refuse_nul(value, path, number, f"field {name!r}"))
     lines = np.fromiter((number for number, _ in rows), dtype=np.int64, count=len(rows))
     return lines, {name: pa.array(column, pa.string()) for name, column in values.items()}
 

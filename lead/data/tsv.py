@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from lead.data.checks import Checks
-from lead.data.text import BOM, clean_block, ensure_utf8
+from lead.data.text import BOM, ensure_utf8, strip_leading_bom
 from lead.errors import DataError
 
 BLOCK_SIZE = 8 << 20  # ~20k MS MARCO passages: one parquet row group
@@ -92,12 +92,20 @@ def split_block(
 
     Every field and every separator becomes one value of a single string array laid over the
     block's bytes (offsets only); the fields are then gathered column by column. A line with
-    another number of fields raises DataError naming it. A CR before the newline is dropped.
+    another number of fields, or a NUL byte, raises DataError naming it. A CR before the
+    newline is dropped.
     """
     buf = np.frombuffer(block, dtype=np.uint8)
     low = np.flatnonzero(buf <= _NEWLINE)  # one pass; bytes below TAB are rare
     seps = low[buf[low] >= _TAB]
     line_ends = np.flatnonzero(buf[seps] == _NEWLINE)
+    nul = low[buf[low] == 0]
+    if len(nul):  # binary data or UTF-16: no text holds one
+        newlines = seps[line_ends]
+        index = int(np.searchsorted(newlines, nul[0]))
+        column = int(nul[0]) - (int(newlines[index - 1]) + 1 if index else 0) + 1
+        raise DataError(path, first_line + index, f"NUL byte at byte {column} of the line: not "
+                                                  "a UTF-8 text file (binary data, or UTF-16?)")
     fields_per_line = np.diff(line_ends, prepend=-1)
     wrong = np.flatnonzero(fields_per_line != columns)
     if wrong.size:
@@ -140,7 +148,7 @@ def iter_tsv(
     The first `skip_lines` lines (a header) are left out; a file read without skipping must
     not start with one (its first field a column name such as `id` or `qid`). NUL bytes and
     invalid UTF-8 are errors naming the line, unless `repair_encoding` decodes such lines
-    as Windows-1252; byte-order marks inside the file are removed.
+    as Windows-1252; a byte-order mark starting a line is removed (and counted).
     """
     line, headerless = 1, not skip_lines
     for block in iter_blocks(path, block_size):
@@ -152,13 +160,13 @@ def iter_tsv(
                 continue
         if headerless and line == 1:
             _refuse_header(block, path, whitespace)
-        block = clean_block(block, line, path, checks)
         block = ensure_utf8(block, line, path, repair_encoding, checks)
         if whitespace:
             block = memoryview(_EDGE_TAB.sub(b"", _WHITESPACE_RUN.sub(b"\t", block)))
         separated = "blank-separated" if whitespace else "tab-separated"
-        batch = Batch(line, split_block(block, line, columns, path, separated))
-        line += len(batch.columns[0])
+        first, *rest = split_block(block, line, columns, path, separated)
+        batch = Batch(line, [strip_leading_bom(first, checks), *rest])
+        line += len(first)
         yield batch
 
 
