@@ -172,7 +172,10 @@ def _search(indptr, indices, data, num_docs, offsets, tokens, k, block, acc, tou
                         keys[:k] = np.partition(keys, capacity - k)[capacity - k :]
                         kept = k
                         threshold = keys[:k].min()
-        ranked = np.sort(keys[:kept])[::-1][:k]
+        if kept > k:
+            keys[:k] = np.partition(keys[:kept], kept - k)[kept - k :]
+            kept = k
+        ranked = np.sort(keys[:kept])[::-1]
         for i in range(len(ranked)):
             best[q, i] = np.int64(_LOW32 - (ranked[i] & _LOW32))
         counts[q] = len(ranked)
