@@ -206,6 +206,7 @@ def test_cached_files_are_hashed_once_and_a_corrupted_one_is_deleted(tmp_path, m
             download(f"{server.url}/big.bin", dest, md5=hashlib.md5(PAYLOAD).hexdigest())
         assert str(err.value).startswith(f"{dest}: the cached file failed verification (md5")
         assert "run again" in str(err.value) and not dest.exists()
+        assert not (tmp_path / "big.bin.verified").exists()
         download(f"{server.url}/big.bin", dest, md5=hashlib.md5(PAYLOAD).hexdigest())
         assert dest.read_bytes() == PAYLOAD and len(server.requests) == 2
 

@@ -139,6 +139,7 @@ def _cached_file_is_good(dest: Path, record: Remote) -> bool:
         return False
     if _marker_matches(dest, record):
         return True
+    _marker_path(dest).unlink(missing_ok=True)  # stale: it vouches for another file or record
     if not (record.md5 or record.sha256 or record.size is not None or _self_checking(dest)):
         log.warning("%s cannot be verified (nothing is recorded for it, and it is no archive "
                     "that checks itself): downloading again", dest)
