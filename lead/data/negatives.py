@@ -145,22 +145,13 @@ def bm25_groups(
     query_ids = query_table.column("query_id").to_pylist()
     query_tokens = index.tokenize(pc.fill_null(query_table.column("text"), "").to_pylist())
     # Only judged queries with a known word are searched; the others have no candidates.
-    searched = [i for i, (query_id, tokens) in enumerate(zip(query_ids, query_tokens,
-                                                             strict=True))
-                if query_id in positives and tokens]
-    found = bm25.top_k(index, [query_tokens[i] for i in searched], retrieve_depth, threads)
-
-    def ranked() -> Iterator[tuple[str, list[str]]]:
-        pending = iter(searched)
-        following = next(pending, None)
-        for i, query_id in enumerate(query_ids):
-            if i != following:
-                yield query_id, []
-                continue
-            yield query_id, index.doc_ids[next(found)].tolist()
-            following = next(pending, None)
-
-    groups, counts = _assemble(ranked(), positives, depth, source=Path(queries), strict=strict)
+    searched = [bool(tokens) and query_id in positives
+                for query_id, tokens in zip(query_ids, query_tokens, strict=True)]
+    found = bm25.top_k(index, [tokens for tokens, s in zip(query_tokens, searched, strict=True)
+                               if s], retrieve_depth, threads)
+    ranked = ((query_id, index.doc_ids[next(found)].tolist() if s else [])
+              for query_id, s in zip(query_ids, searched, strict=True))
+    groups, counts = _assemble(ranked, positives, depth, source=Path(queries), strict=strict)
     settings = {"source": "bm25", "depth": depth, "retrieve_depth": retrieve_depth,
                 "bm25": {"k1": k1, "b": b, "stopwords": bm25.STOPWORDS, "stemmer": None}}
     return _write_groups(out, groups, counts, settings)
