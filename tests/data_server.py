@@ -14,10 +14,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class FileServer:
     """Serves `files` (URL path -> bytes) with misbehaviours configurable per path.
 
-    - drop_after[path] = n: the first answer announces the whole file but sends only n bytes
-      and closes the connection.
+    - drop_after[path] = n: the first answer sends only n bytes of the body and closes the
+      connection (announcing the whole length, unless the path is in no_length or chunked).
     - fail_first[path] = k: the first k requests get 503.
     - ignore_range: paths answered 200 with the whole file even when a Range is asked for.
+    - no_length: paths answered without Content-Length: the body ends when the connection
+      closes, so a client cannot tell a cut-short body from a whole one.
+    - chunked: paths answered with Transfer-Encoding: chunked (the last chunk marks the end;
+      a dropped answer never sends it).
     """
 
     def __init__(self, files: dict[str, bytes] | None = None):
@@ -25,6 +29,8 @@ class FileServer:
         self.drop_after: dict[str, int] = {}
         self.fail_first: dict[str, int] = {}
         self.ignore_range: set[str] = set()
+        self.no_length: set[str] = set()
+        self.chunked: set[str] = set()
         self.requests: list[tuple[str, str | None]] = []
         self._answered: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -78,14 +84,24 @@ class FileServer:
                 else:
                     self.send_response(200)
                 body = data[start:]
-                self.send_header("Content-Length", str(len(body)))
+                chunked = path in server.chunked
+                if chunked:
+                    self.send_header("Transfer-Encoding", "chunked")
+                elif path not in server.no_length:
+                    self.send_header("Content-Length", str(len(body)))
                 self.send_header("Connection", "close")
                 self.end_headers()
-                if nth == 1 and path in server.drop_after:
-                    self.wfile.write(body[: server.drop_after[path]])
-                    self.wfile.flush()
-                    self.close_connection = True
+                self.close_connection = True
+                limit = server.drop_after.get(path) if nth == 1 else None
+                if not chunked:
+                    self.wfile.write(body[:limit])
                     return
-                self.wfile.write(body)
+                for offset in range(0, len(body), 1000):
+                    piece = body[offset : offset + 1000]
+                    if limit is not None and offset + len(piece) > limit:  # cut in this chunk
+                        self.wfile.write(b"%x\r\n%s" % (len(piece), piece[: limit - offset]))
+                        return
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                self.wfile.write(b"0\r\n\r\n")
 
         return Handler

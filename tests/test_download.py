@@ -100,6 +100,158 @@ def test_a_verified_file_is_not_fetched_again(tmp_path):
     assert len(server.requests) == 1
 
 
+def test_mismatch_of_a_cut_short_body_without_length_is_resumed_when_the_size_is_recorded(
+        tmp_path):
+    with FileServer({"/big.bin": PAYLOAD}) as server:
+        server.no_length.add("/big.bin")
+        server.drop_after["/big.bin"] = 4000
+        download(f"{server.url}/big.bin", tmp_path / "big.bin", size=len(PAYLOAD), backoff=0)
+    assert (tmp_path / "big.bin").read_bytes() == PAYLOAD
+    assert server.requests == [("/big.bin", None), ("/big.bin", "bytes=4000-")]
+
+
+def _tar_gz_bytes(count: int = 20, end_marker: bool = True) -> bytes:
+    """A tar.gz of `count` random members; without its end-of-archive marker if asked."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for i in range(count):
+            data = os.urandom(3000)
+            member = tarfile.TarInfo(f"f{i}.bin")
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+        whole_members = tar.offset
+    raw = buffer.getvalue()
+    return gzip.compress(raw if end_marker else raw[:whole_members], mtime=0)
+
+
+@pytest.mark.parametrize("name", ["marco.tar.gz", "queries.tsv.gz", "data.zip"])
+def test_an_archive_cut_short_without_length_or_record_is_refused_then_fetched(tmp_path, name):
+    """The server sends no Content-Length and drops the connection: only the archive's own
+    integrity can tell, so it is checked, and the cut-short file is never trusted."""
+    if name.endswith(".zip"):
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as zipped:
+            zipped.writestr("data.txt", os.urandom(20000))
+        whole = buffer.getvalue()
+    elif name.endswith(".tar.gz"):
+        whole = _tar_gz_bytes()
+    else:
+        whole = gzip.compress(os.urandom(30000), mtime=0)
+    dest = tmp_path / name
+    with FileServer({f"/{name}": whole}) as server:
+        server.no_length.add(f"/{name}")
+        server.drop_after[f"/{name}"] = len(whole) * 2 // 3
+        with pytest.raises(DataError) as err:
+            download(f"{server.url}/{name}", dest, backoff=0)
+        message = str(err.value)
+        assert message.startswith(f"{dest}: the downloaded file failed verification "
+                                  "(archive integrity: ")
+        assert message.endswith("deleted it, run again to download it afresh")
+        assert sorted(p.name for p in tmp_path.iterdir()) == [f"{name}.lock"]
+        download(f"{server.url}/{name}", dest, backoff=0)  # the rerun gets the whole file
+    assert dest.read_bytes() == whole
+    assert "archive integrity" in (tmp_path / f"{name}.verified").read_text()
+
+
+def test_a_tar_gz_that_stops_between_members_is_refused(tmp_path):
+    """Its gzip stream is whole (CRC right), but the tar lacks its end-of-archive marker."""
+    with FileServer({"/marco.tar.gz": _tar_gz_bytes(end_marker=False)}) as server, \
+            pytest.raises(DataError, match="the tar stops before its end-of-archive marker"):
+        download(f"{server.url}/marco.tar.gz", tmp_path / "marco.tar.gz")
+    assert not (tmp_path / "marco.tar.gz").exists()
+
+
+def test_a_plain_file_is_trusted_only_if_its_length_was_announced(tmp_path):
+    with FileServer({"/qrels.txt": b"q1 0 d1 1\n" * 500}) as server:
+        server.no_length.add("/qrels.txt")
+        with pytest.raises(DataError, match="did not announce its length"):
+            download(f"{server.url}/qrels.txt", tmp_path / "qrels.txt")
+        assert not (tmp_path / "qrels.txt").exists()
+        # with a record, the record decides
+        md5 = hashlib.md5(server.files["/qrels.txt"]).hexdigest()
+        download(f"{server.url}/qrels.txt", tmp_path / "qrels.txt", md5=md5)
+        assert "md5" in (tmp_path / "qrels.txt.verified").read_text()
+
+
+def test_chunked_bodies_are_resumed_when_cut_and_trusted_when_whole(tmp_path):
+    with FileServer({"/big.bin": PAYLOAD}) as server:
+        server.chunked.add("/big.bin")
+        server.drop_after["/big.bin"] = 5500  # cut inside a chunk, no final chunk
+        download(f"{server.url}/big.bin", tmp_path / "big.bin", backoff=0)
+    assert (tmp_path / "big.bin").read_bytes() == PAYLOAD
+    assert server.requests == [("/big.bin", None), ("/big.bin", "bytes=5000-")]  # 5 chunks
+    marker = (tmp_path / "big.bin.verified").read_text()
+    assert "the length announced by the server" in marker
+
+
+def test_cached_files_are_hashed_once_and_a_corrupted_one_is_deleted(tmp_path, monkeypatch):
+    from lead.data import download as module
+
+    dest = tmp_path / "big.bin"
+    with FileServer({"/big.bin": PAYLOAD}) as server:
+        download(f"{server.url}/big.bin", dest, md5=hashlib.md5(PAYLOAD).hexdigest())
+        hashed = []
+        real_new = module.hashlib.new
+        monkeypatch.setattr(module.hashlib, "new", lambda name: hashed.append(name)
+                            or real_new(name))
+        download(f"{server.url}/big.bin", dest, md5=hashlib.md5(PAYLOAD).hexdigest())
+        assert hashed == [] and len(server.requests) == 1  # trusted through its marker
+        # A record that changed is checked anew, once.
+        download(f"{server.url}/big.bin", dest, md5=hashlib.md5(PAYLOAD).hexdigest(),
+                 sha256=sha256(PAYLOAD))
+        assert sorted(hashed) == ["md5", "sha256"] and len(server.requests) == 1
+        # The cached file changes behind our back (same size): found, deleted, rerun asked.
+        dest.write_bytes(PAYLOAD[::-1])
+        with pytest.raises(DataError) as err:
+            download(f"{server.url}/big.bin", dest, md5=hashlib.md5(PAYLOAD).hexdigest())
+        assert str(err.value).startswith(f"{dest}: the cached file failed verification (md5")
+        assert "run again" in str(err.value) and not dest.exists()
+        assert not (tmp_path / "big.bin.verified").exists()
+        download(f"{server.url}/big.bin", dest, md5=hashlib.md5(PAYLOAD).hexdigest())
+        assert dest.read_bytes() == PAYLOAD and len(server.requests) == 2
+
+
+def test_cached_files_without_a_marker_are_verified_or_fetched_again(tmp_path):
+    with FileServer({"/big.bin": PAYLOAD, "/notes.txt": b"notes\n"}) as server:
+        # left by an earlier version (no marker), whole: verified, not fetched
+        (tmp_path / "big.bin").write_bytes(PAYLOAD)
+        download(f"{server.url}/big.bin", tmp_path / "big.bin", sha256=sha256(PAYLOAD))
+        assert server.requests == [] and (tmp_path / "big.bin.verified").exists()
+        # the wrong size for its record: fetched again
+        (tmp_path / "big.bin").write_bytes(PAYLOAD[:100])
+        download(f"{server.url}/big.bin", tmp_path / "big.bin", size=len(PAYLOAD))
+        assert (tmp_path / "big.bin").read_bytes() == PAYLOAD and len(server.requests) == 1
+        # nothing recorded and no archive: it cannot be verified, so it is fetched again
+        (tmp_path / "notes.txt").write_bytes(b"not")
+        download(f"{server.url}/notes.txt", tmp_path / "notes.txt")
+        assert (tmp_path / "notes.txt").read_bytes() == b"notes\n"
+
+
+def test_progress_is_logged_at_a_bounded_rate(tmp_path, monkeypatch, caplog):
+    from lead.data import download as module
+
+    monkeypatch.setattr(module, "CHUNK", 64)  # 160 reads of the 10 KiB payload
+    with FileServer({"/big.bin": PAYLOAD, "/stream.bin": PAYLOAD}) as server, \
+            caplog.at_level("INFO", logger="lead.data.download"):
+        download(f"{server.url}/big.bin", tmp_path / "big.bin", size=len(PAYLOAD))
+        lines = [r.getMessage() for r in caplog.records]
+        progress = [line for line in lines if line.startswith("big.bin: ")]
+        assert lines[0] == "downloading big.bin (10.2 KB)"
+        assert 15 <= len(progress) <= 20  # one per 5%, not one per read
+        assert all("/s, ETA " in line and "%)" in line for line in progress)
+        assert any(line.startswith("downloaded big.bin: 10.2 KB in ") for line in lines)
+        # Size unknown (chunked): a line per 10 s of the (simulated) clock.
+        caplog.clear()
+        ticks = iter(range(0, 100_000, 4))
+        monkeypatch.setattr(module, "_clock", lambda: next(ticks))
+        server.chunked.add("/stream.bin")
+        download(f"{server.url}/stream.bin", tmp_path / "stream.bin")
+        progress = [r.getMessage() for r in caplog.records
+                    if r.getMessage().startswith("stream.bin: ")]
+        assert "downloading stream.bin (size unknown)" in caplog.text
+        assert 50 <= len(progress) <= 60  # 160 reads, 4 s apart: every third one logs
+
+
 def _tar(path: Path, members: list[tarfile.TarInfo], data: bytes = b"payload") -> Path:
     with tarfile.open(path, "w:gz") as tar:
         for member in members:

@@ -12,7 +12,7 @@ import pytest
 
 from lead import schemas
 from lead.config import resolve
-from lead.data import embedded
+from lead.data import docstrings, embedded
 from lead.data.embedded import Entry
 from lead.errors import LeadError
 from lead.io import read_provenance, read_table
@@ -65,7 +65,7 @@ Args:
 
 
 def test_numpy_style_docstring_keeps_prose_and_drops_parameters_examples_and_markup():
-    query, passage = embedded.split_docstring(NUMPY_STYLE)
+    query, passage = docstrings.split_docstring(NUMPY_STYLE)
     assert query == "Compute the running median of a noisy signal."
     assert passage.startswith("The window slides over the signal")
     assert "See medfilt and numpy.median for" in passage  # roles and literals unwrapped
@@ -75,7 +75,7 @@ def test_numpy_style_docstring_keeps_prose_and_drops_parameters_examples_and_mar
 
 
 def test_google_style_docstring_drops_args_and_code_but_keeps_notes():
-    query, passage = embedded.split_docstring(GOOGLE_STYLE)
+    query, passage = docstrings.split_docstring(GOOGLE_STYLE)
     assert query == "Open a connection to the message broker and return a session."
     assert "closes even when an error occurs:" in passage
     assert "session.send" not in passage and "Where the broker listens" not in passage
@@ -86,14 +86,14 @@ def test_google_style_docstring_drops_args_and_code_but_keeps_notes():
 def test_unusable_docstrings_give_no_query_or_no_passage():
     words = " ".join(["This passage has plenty of words in it."] * 5)
     # too short to be a query: the whole docstring becomes a distractor passage
-    query, passage = embedded.split_docstring(f"Return self.\n\n{words}")
+    query, passage = docstrings.split_docstring(f"Return self.\n\n{words}")
     assert query is None and passage.startswith("Return self.")
     # a template filled in at import time is not real text
-    assert embedded.split_docstring(f"Return the %(klass)s values.\n\n{words}") == (None, None)
+    assert docstrings.split_docstring(f"Return the %(klass)s values.\n\n{words}") == (None, None)
     # too little prose
-    assert embedded.split_docstring("Compute the thing quickly.\n\nSee other.") == (None, None)
+    assert docstrings.split_docstring("Compute the thing quickly.\n\nSee other.") == (None, None)
     # a query found verbatim in its passage is answered by string matching: dropped
-    query, passage = embedded.split_docstring(
+    query, passage = docstrings.split_docstring(
         f"Sort the list in place.\n\nThe method will sort the list in place. {words}"
     )
     assert query is None and passage is not None
@@ -101,7 +101,7 @@ def test_unusable_docstrings_give_no_query_or_no_passage():
 
 def test_passages_are_capped_at_a_sentence_end():
     text = " ".join(f"Sentence {i} has five words." for i in range(60))
-    capped = embedded.cap_words(text, 23)
+    capped = docstrings.cap_words(text, 23)
     assert capped.endswith("words.") and len(capped.split()) == 20
 
 
@@ -186,8 +186,8 @@ def test_default_build_ids_qrels_and_texts_are_consistent(built):
     doc_ids = _column(built / "corpus.parquet", schemas.CORPUS, "doc_id")
     texts = _column(built / "corpus.parquet", schemas.CORPUS, "text")
     assert len(set(doc_ids)) == len(doc_ids)
-    assert len({embedded.normalise(t) for t in texts}) == len(texts)
-    assert all(embedded.MIN_PASSAGE_WORDS <= len(t.split()) <= embedded.MAX_PASSAGE_WORDS
+    assert len({docstrings.normalise(t) for t in texts}) == len(texts)
+    assert all(docstrings.MIN_PASSAGE_WORDS <= len(t.split()) <= docstrings.MAX_PASSAGE_WORDS
                for t in texts)
     passage = dict(zip(doc_ids, texts, strict=True))
     all_queries: list[str] = []
@@ -198,9 +198,9 @@ def test_default_build_ids_qrels_and_texts_are_consistent(built):
         assert {r["query_id"] for r in qrels} == set(ids)  # every query has a relevant passage
         assert all(r["doc_id"] in passage and r["relevance"] == 1 for r in qrels)
         query_text = dict(zip(ids, queries, strict=True))
-        assert not any(embedded.normalise(query_text[r["query_id"]])
-                       in embedded.normalise(passage[r["doc_id"]]) for r in qrels)
-        all_queries += [embedded.normalise(q) for q in queries]
+        assert not any(docstrings.normalise(query_text[r["query_id"]])
+                       in docstrings.normalise(passage[r["doc_id"]]) for r in qrels)
+        all_queries += [docstrings.normalise(q) for q in queries]
     assert len(set(all_queries)) == len(all_queries)
 
 

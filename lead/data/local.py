@@ -18,23 +18,15 @@ from typing import Any
 
 import pyarrow as pa
 
-from lead.data.readers import (
-    Checks,
-    CorpusBatch,
-    UniqueIds,
-    check_texts,
-    iter_jsonl,
-    jsonl_columns,
-    open_binary,
-    read_qrels,
-    read_queries,
-    require_ids,
-    tsv_corpus,
-    write_corpus,
-)
+from lead.data.checks import Checks
+from lead.data.corpus import CorpusBatch, UniqueIds, tsv_corpus, write_corpus
+from lead.data.readers import iter_jsonl, jsonl_columns, read_qrels, read_queries
 from lead.data.splits import Split, write_splits
+from lead.data.text import check_ids, check_texts
+from lead.data.tsv import open_binary
 from lead.errors import ConfigError, DataError
 from lead.io import provenance
+from lead.paths import child
 
 QRELS_FORMAT = {"trec": "trec", "tsv": "msmarco"}
 CORPUS_LAYOUTS = {2: ("doc_id", "text"), 3: ("doc_id", "title", "text")}
@@ -52,21 +44,20 @@ def build_beir(settings: Mapping[str, Any], out_dir: Path, checks: Checks) -> di
     corpus_source = root / "corpus.jsonl"
     corpus_path = out_dir / "corpus.parquet"
     prov = provenance(settings["source"], settings)
-    write_corpus(_beir_corpus(corpus_source), corpus_path, source=corpus_source, checks=checks,
-                 repair_encoding=False, prov=prov)
+    write_corpus(_beir_corpus(corpus_source, checks), corpus_path, source=corpus_source,
+                 checks=checks, repair_encoding=False, prov=prov)
     queries_path = root / "queries.jsonl"
     queries = _beir_queries(queries_path, checks)
-    splits = [
-        Split(name, queries, read_qrels(root / "qrels" / f"{stem}.tsv", "beir"), queries_path,
-              root / "qrels" / f"{stem}.tsv")
-        for name, stem in beir["splits"].items()
-    ]
+    qrels_paths = {name: child(root / "qrels", f"{stem}.tsv")
+                   for name, stem in beir["splits"].items()}
+    splits = [Split(name, queries, read_qrels(path, "beir", checks), queries_path, path)
+              for name, path in qrels_paths.items()]
     return write_splits(splits, out_dir, corpus_path=corpus_path, corpus_source=corpus_source,
                         checks=checks, settings=settings, prov=prov)
 
 
-def _beir_corpus(path: Path) -> Iterator[CorpusBatch]:
-    for rows in iter_jsonl(path):
+def _beir_corpus(path: Path, checks: Checks) -> Iterator[CorpusBatch]:
+    for rows in iter_jsonl(path, checks):
         lines, columns = jsonl_columns(rows, path, {"_id": True, "title": False, "text": True})
         yield CorpusBatch(lines, columns["_id"], columns["title"], columns["text"])
 
@@ -74,9 +65,9 @@ def _beir_corpus(path: Path) -> Iterator[CorpusBatch]:
 def _beir_queries(path: Path, checks: Checks) -> pa.Table:
     unique = UniqueIds(path, "query id")
     parts = []
-    for rows in iter_jsonl(path):
+    for rows in iter_jsonl(path, checks):
         lines, columns = jsonl_columns(rows, path, {"_id": True, "text": True})
-        require_ids(columns["_id"], lines, path, "query id")
+        check_ids(columns["_id"], lines, path, "query id")
         check_texts(columns["text"], lines, path, checks, "query")
         unique.add(columns["_id"], lines)
         parts.append(pa.table({"query_id": columns["_id"], "text": columns["text"],
@@ -109,8 +100,8 @@ def build_files(settings: Mapping[str, Any], out_dir: Path, checks: Checks) -> d
                  prov=prov)
     fmt = QRELS_FORMAT[settings["source"]]
     splits = [
-        Split(name, read_queries(Path(queries[name]), checks), read_qrels(Path(qrels[name]), fmt),
-              Path(queries[name]), Path(qrels[name]))
+        Split(name, read_queries(Path(queries[name]), checks),
+              read_qrels(Path(qrels[name]), fmt, checks), Path(queries[name]), Path(qrels[name]))
         for name in sorted(qrels)
     ]
     return write_splits(splits, out_dir, corpus_path=corpus_path, corpus_source=corpus_source,

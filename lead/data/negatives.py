@@ -10,10 +10,11 @@ gold passages stayed among the negatives.
 from __future__ import annotations
 
 import gzip
+import itertools
 import logging
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lead import schemas
+from lead.data.corpus import known_ids
 from lead.errors import DataError
 from lead.io import iter_batches, provenance, read_table, write_table
 
 log = logging.getLogger(__name__)
-BM25_STOPWORDS = "en"
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class GroupCounts:
     groups: int
     without_positive: int
     without_negatives: int
+    unknown_documents: int = 0  # given triples dropped: their negative is not in the corpus
 
 
 def read_positives(qrels: str | Path) -> dict[str, list[str]]:
@@ -116,46 +118,6 @@ def _assemble(
 # --- BM25 -----------------------------------------------------------------------------------
 
 
-def _bm25_index(corpus: Path, k1: float, b: float):
-    """A bm25s index of `title text`, and the doc ids in index order."""
-    import bm25s
-    from bm25s.tokenization import Tokenizer
-
-    # No stemmer: PyStemmer is not a dependency, and scores must not depend on what else is
-    # installed.
-    tokenizer = Tokenizer(lower=True, stopwords=BM25_STOPWORDS, stemmer=None)
-    doc_ids: list[pa.Array] = []
-    token_ids: list[list[int]] = []
-    for batch in iter_batches(corpus, schemas.CORPUS):
-        titles = pc.fill_null(batch.column("title"), "")
-        texts = pc.binary_join_element_wise(titles, pc.fill_null(batch.column("text"), ""), " ")
-        token_ids.extend(tokenizer.tokenize(
-            texts.to_pylist(), update_vocab=True, return_as="ids", show_progress=False,
-            allow_empty=False,
-        ))
-        doc_ids.append(batch.column("doc_id"))
-    retriever = bm25s.BM25(k1=k1, b=b)
-    retriever.index((token_ids, tokenizer.get_vocab_dict()), create_empty_token=False,
-                    show_progress=False)
-    ids = pa.chunked_array(doc_ids, pa.string()).to_numpy(zero_copy_only=False)
-    return tokenizer, retriever, ids
-
-
-def top_indices(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the `k` best positive scores, score descending then index ascending.
-
-    Unlike a plain argpartition, ties are broken the same way every time, and passages that
-    share no term with the query (score 0) are never 'retrieved'.
-    """
-    hits = np.flatnonzero(scores > 0)
-    hit_scores = scores[hits]
-    if len(hits) > k:
-        kth = np.partition(hit_scores, len(hits) - k)[len(hits) - k]
-        keep = hit_scores >= kth
-        hits, hit_scores = hits[keep], hit_scores[keep]
-    return hits[np.lexsort((hits, -hit_scores))[:k]]
-
-
 def bm25_groups(
     corpus: str | Path,
     queries: str | Path,
@@ -167,29 +129,31 @@ def bm25_groups(
     k1: float,
     b: float,
     strict: bool = False,
+    threads: int | None = None,
 ) -> GroupCounts:
     """BM25 hard negatives: the top `retrieve_depth` per training query, positives removed,
-    the first `depth` kept. Groups follow the queries file's order."""
+    the first `depth` kept. Groups follow the queries file's order.
+
+    Retrieval runs on `threads` threads (default: every available core); the groups do not
+    depend on their number.
+    """
+    from lead.data import bm25  # numba compiles on first use: only for this source
+
     positives = read_positives(qrels)
     query_table = read_table(queries, schemas.QUERIES)
-    tokenizer, retriever, doc_ids = _bm25_index(Path(corpus), k1, b)
+    index = bm25.build_index(Path(corpus), k1, b)
     query_ids = query_table.column("query_id").to_pylist()
-    texts = pc.fill_null(query_table.column("text"), "").to_pylist()
-    query_tokens = tokenizer.tokenize(
-        texts, update_vocab=False, return_as="ids", show_progress=False, allow_empty=False
-    )
-
-    def ranked() -> Iterator[tuple[str, list[str]]]:
-        for query_id, tokens in zip(query_ids, query_tokens, strict=True):
-            if query_id not in positives or not tokens:
-                yield query_id, []
-                continue
-            scores = retriever.get_scores(tokens)
-            yield query_id, doc_ids[top_indices(scores, retrieve_depth)].tolist()
-
-    groups, counts = _assemble(ranked(), positives, depth, source=Path(queries), strict=strict)
+    query_tokens = index.tokenize(pc.fill_null(query_table.column("text"), "").to_pylist())
+    # Only judged queries with a known word are searched; the others have no candidates.
+    searched = [bool(tokens) and query_id in positives
+                for query_id, tokens in zip(query_ids, query_tokens, strict=True)]
+    found = bm25.top_k(index, [tokens for tokens, s in zip(query_tokens, searched, strict=True)
+                               if s], retrieve_depth, threads)
+    ranked = ((query_id, index.doc_ids[next(found)].tolist() if s else [])
+              for query_id, s in zip(query_ids, searched, strict=True))
+    groups, counts = _assemble(ranked, positives, depth, source=Path(queries), strict=strict)
     settings = {"source": "bm25", "depth": depth, "retrieve_depth": retrieve_depth,
-                "bm25": {"k1": k1, "b": b, "stopwords": BM25_STOPWORDS, "stemmer": None}}
+                "bm25": {"k1": k1, "b": b, "stopwords": bm25.STOPWORDS, "stemmer": None}}
     return _write_groups(out, groups, counts, settings)
 
 
@@ -219,25 +183,25 @@ def _triples(path: Path) -> Iterator[tuple[int, str, str, str]]:
             yield number, fields[0], fields[1], fields[2]
 
 
-def given_groups(
-    triples_path: str | Path,
-    qrels: str | Path,
-    out: str | Path,
-    *,
-    depth: int | None = None,
-    strict: bool = False,
-) -> GroupCounts:
-    """Negatives from a qidpidtriples-style file: each query's negatives in file order,
-    deduplicated, positives (from the qrels) removed, the first `depth` kept (all if None).
-    Groups follow the order in which queries first appear in the file."""
-    triples_path = Path(triples_path)
-    positives = read_positives(qrels)
-    # Per query, distinct candidates in file order, and only as many as can still matter:
-    # the first `depth` negatives lie among the first `depth + #positives` distinct pids.
+def _given_candidates(
+    path: Path, positives: dict[str, list[str]], depth: int | None, excluded: frozenset[str]
+) -> tuple[dict[str, dict[str, None] | tuple[str, ...]], int, int, int | None]:
+    """Per query, distinct negatives in file order, skipping those in `excluded` (for the
+    queries that have positives).
+
+    Only as many as can still matter are kept: the first `depth` negatives lie among the
+    first `depth + #positives` distinct pids. Returns the candidates, the number of triples
+    whose positive the qrels do not know, the number skipped, and the first skipped line.
+    """
     candidates: dict[str, dict[str, None] | tuple[str, ...]] = {}
-    foreign_positives = 0
-    for _, query_id, positive, negative in _triples(triples_path):
+    foreign_positives = skipped = 0
+    first_skipped = None
+    for number, query_id, positive, negative in _triples(path):
         known = positives.get(query_id)
+        if negative in excluded and known is not None:
+            skipped += 1
+            first_skipped = first_skipped or number
+            continue
         foreign_positives += known is not None and positive not in known
         bucket = candidates.setdefault(query_id, {})
         cap = 1 if known is None else None if depth is None else depth + len(known)
@@ -246,12 +210,62 @@ def given_groups(
             bucket[sys.intern(negative)] = None
             if len(bucket) == cap:
                 candidates[query_id] = tuple(bucket)
+    return candidates, foreign_positives, skipped, first_skipped
+
+
+def _not_in_corpus(corpus: Path, candidates: Iterable[Iterable[str]]) -> frozenset[str]:
+    wanted = pc.unique(pa.array(itertools.chain.from_iterable(candidates), pa.string()))
+    present = known_ids(corpus, wanted)
+    return frozenset(wanted.filter(pc.invert(pc.is_in(wanted, value_set=present))).to_pylist())
+
+
+def given_groups(
+    triples_path: str | Path,
+    qrels: str | Path,
+    out: str | Path,
+    *,
+    corpus: str | Path,
+    depth: int | None = None,
+    strict: bool = False,
+) -> GroupCounts:
+    """Negatives from a qidpidtriples-style file: each query's negatives in file order,
+    deduplicated, positives (from the qrels) removed, the first `depth` kept (all if None).
+    Groups follow the order in which queries first appear in the file.
+
+    A negative that is not in `corpus` (a CORPUS parquet) is an error naming the triples
+    file and line when `strict`; otherwise its triples are dropped as if absent from the
+    file, and counted.
+    """
+    triples_path, corpus = Path(triples_path), Path(corpus)
+    positives = read_positives(qrels)
+    excluded: frozenset[str] = frozenset()
+    while True:  # lenient: re-read without the unknown pids until none is left
+        candidates, foreign_positives, skipped, first_skipped = _given_candidates(
+            triples_path, positives, depth, excluded
+        )
+        # Queries without a positive are dropped whatever their negatives: not checked.
+        unknown = _not_in_corpus(corpus, (bucket for query_id, bucket in candidates.items()
+                                          if query_id in positives))
+        if not unknown:
+            break
+        if strict:
+            line, pid = next((number, negative) for number, query_id, _, negative
+                             in _triples(triples_path)
+                             if negative in unknown and query_id in positives)
+            raise DataError(triples_path, line,
+                            f"negative {pid!r} is not in the corpus ({corpus}); "
+                            f"{len(unknown)} such documents: is the file for another corpus?")
+        excluded |= unknown
+    if skipped:
+        log.warning("%s: %d triples (first at line %d) name %d documents that are not in the "
+                    "corpus (%s); dropped", triples_path, skipped, first_skipped, len(excluded),
+                    corpus)
     if foreign_positives:
         log.warning("%s: %d triples name a positive that the qrels do not; the qrels decide",
                     triples_path, foreign_positives)
     ranked = ((query_id, list(bucket)) for query_id, bucket in candidates.items())
-    groups, counts = _assemble(ranked, positives, depth, source=triples_path,
-                               strict=strict)
+    groups, counts = _assemble(ranked, positives, depth, source=triples_path, strict=strict)
+    counts = replace(counts, unknown_documents=skipped)
     return _write_groups(out, groups, counts, {"source": "given", "depth": depth})
 
 

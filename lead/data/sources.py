@@ -15,7 +15,7 @@ from typing import Any
 
 from lead.config import resolve
 from lead.data import embedded, local, msmarco
-from lead.data.readers import Checks
+from lead.data.checks import Checks
 from lead.errors import ConfigError
 from lead.io import atomic_path
 

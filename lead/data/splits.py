@@ -20,9 +20,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lead import schemas
-from lead.data.readers import Checks
+from lead.data.checks import Checks
+from lead.data.corpus import known_ids
 from lead.errors import ConfigError, DataError
-from lead.io import iter_batches, write_table
+from lead.io import write_table
+from lead.paths import check_name, child
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +75,6 @@ def _drop_judgments(
     return replace(split, qrels=split.qrels.filter(pc.invert(unknown)))
 
 
-def _known_documents(corpus_path: Path, wanted: pa.Array) -> pa.Array:
-    """The subset of `wanted` ids present in the corpus, streaming its id column."""
-    found = [
-        batch.column(0).filter(pc.is_in(batch.column(0), value_set=wanted))
-        for batch in iter_batches(corpus_path, schemas.CORPUS, columns=["doc_id"])
-    ]
-    return pa.chunked_array(found, pa.string()).combine_chunks()
-
-
 def clean(split: Split, known_documents: pa.Array, corpus_source: Path, checks: Checks) -> Split:
     """Drop (or, strict, refuse) judgments of unknown ids; keep only judged queries."""
     split = _drop_judgments(
@@ -108,6 +101,37 @@ def clean(split: Split, known_documents: pa.Array, corpus_source: Path, checks: 
     return judged
 
 
+def refuse_leakage(splits: Mapping[str, Split]) -> None:
+    """Refuse an evaluation split that shares its judgments file or a query with `train`.
+
+    A score on queries the model was trained on measures memory, not retrieval. (The `dev`
+    split held out from the training queries is drawn after this check, and taken out of
+    training.)
+    """
+    train = splits.get("train")
+    if train is None:
+        return
+    for name, split in splits.items():
+        if name == "train":
+            continue
+        if split.qrels_path.resolve() == train.qrels_path.resolve():
+            raise ConfigError(
+                f"splits 'train' and {name!r} are built from the same judgments file "
+                f"{train.qrels_path}: evaluating on training queries is leakage"
+            )
+        shared = pc.is_in(split.qrels["query_id"], value_set=train.qrels["query_id"])
+        rows = pc.indices_nonzero(shared)
+        if len(rows):
+            first = split.qrels.slice(rows[0].as_py(), 1).to_pylist()[0]
+            count = len(pc.unique(split.qrels["query_id"].filter(shared)))
+            raise DataError(
+                split.qrels_path, first["line"],
+                f"query {first['query_id']!r} of split {name!r} is also judged in the training "
+                f"split ({train.qrels_path}); {count} queries are shared: evaluating on "
+                "training queries is leakage",
+            )
+
+
 def write_splits(
     splits: list[Split],
     out_dir: Path,
@@ -124,8 +148,9 @@ def write_splits(
     """
     names = [split.name for split in splits]
     wanted = pc.unique(pa.chunked_array([s.qrels["doc_id"] for s in splits], pa.string()))
-    known = _known_documents(corpus_path, wanted)
+    known = known_ids(corpus_path, wanted)
     cleaned = {split.name: clean(split, known, corpus_source, checks) for split in splits}
+    refuse_leakage(cleaned)
     if "train" in cleaned and "dev" not in cleaned:
         cleaned["train"], cleaned["dev"] = hold_out_dev(
             cleaned["train"], settings["dev_queries"], settings["seed"]
@@ -136,10 +161,11 @@ def write_splits(
         split = cleaned[name]
         queries = split.queries.sort_by("query_id").select(schemas.QUERIES.names)
         qrels = split.qrels.sort_by([("query_id", "ascending"), ("doc_id", "ascending")])
-        write_table(queries.cast(schemas.QUERIES), out_dir / "queries" / f"{name}.parquet", prov)
+        file_name = f"{check_name(name, 'split name')}.parquet"
+        write_table(queries.cast(schemas.QUERIES), child(out_dir, "queries", file_name), prov)
         write_table(
             qrels.select(schemas.QRELS.names).cast(schemas.QRELS),
-            out_dir / "qrels" / f"{name}.parquet",
+            child(out_dir, "qrels", file_name),
             prov,
         )
         counts[name] = queries.num_rows
