@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import copy
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from lead.config import resolve, validate
 from lead.errors import ConfigError
+from lead.paths import check_name
 
 log = logging.getLogger(__name__)
 
 MAIN = "main"  # the collection of the config's own `dataset`
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 METHODS = ("none", "response", "lead")
 DISTILLING = ("response", "lead")
 # The splits each source can produce ("dev" is held out from "train" when a source has none).
@@ -321,11 +320,8 @@ def _source_splits(dataset: Mapping[str, Any]) -> set[str] | None:
 
 
 def _check_name(name: str, key: str) -> None:
-    if not isinstance(name, str) or not NAME.match(name):
-        raise ConfigError(
-            f"config key {key}: {name!r} is not a valid name (letters, digits, '.', '_' and "
-            "'-', starting with a letter or digit, at most 64 characters): names become paths"
-        )
+    """Names become paths and shell words: one pattern (lead.paths) for all of them."""
+    check_name(name, f"config key {key}")
 
 
 def _check_training(plan: Plan) -> None:

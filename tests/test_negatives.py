@@ -318,8 +318,6 @@ def test_command_line(data, capsys):
     assert "'unjudged'" in capsys.readouterr().err
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="lead/cli/negatives.py must pass corpus=args.corpus to given_groups")
 def test_command_line_given_checks_the_corpus(data, capsys):
     common = ["--corpus", str(data["corpus"]), "--qrels", str(data["qrels"]),
               "--out", str(data["root"] / "groups.parquet")]

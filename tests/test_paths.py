@@ -54,12 +54,18 @@ def _dataset(node: dict, *keys: str) -> dict:
 
 
 def test_the_schema_uses_the_one_name_pattern():
-    dataset = schema()["properties"]["dataset"]
+    dataset = schema()["definitions"]["dataset"]
+    properties = schema()["properties"]
     constraints = [
         _dataset(dataset, "eval_splits")["items"],
         _dataset(dataset, "local", "queries")["propertyNames"],
         _dataset(dataset, "local", "qrels")["propertyNames"],
         _dataset(dataset, "beir", "splits")["propertyNames"],
+        properties["distillation"]["properties"]["variants"]["propertyNames"],
+        {key: value for key, value in
+         properties["evaluate"]["properties"]["collections"]["propertyNames"].items()
+         if key != "not"},
+        {"type": "string", **{k: properties["name"][k] for k in ("pattern", "maxLength")}},
     ]
     for constraint in constraints:
         assert constraint == {"type": "string", "pattern": NAME_PATTERN,

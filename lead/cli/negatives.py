@@ -12,7 +12,10 @@ HELP = "build training groups with hard negatives (bm25, given triples or a dens
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--settings", help="the config's `negatives` section as JSON")
-    parser.add_argument("--corpus", type=Path, help="corpus parquet (bm25)")
+    parser.add_argument("--corpus", type=Path,
+                        help="corpus parquet (bm25; given: the negatives are checked against it)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BM25 retrieval threads (default: every available core)")
     parser.add_argument("--queries", type=Path, help="training queries parquet (bm25)")
     parser.add_argument("--qrels", required=True, type=Path, help="training qrels parquet")
     parser.add_argument("--out", required=True, type=Path, help="groups parquet to write")
@@ -38,13 +41,16 @@ def run(args: argparse.Namespace) -> None:
         negatives.bm25_groups(
             args.corpus, args.queries, args.qrels, args.out,
             retrieve_depth=settings["retrieve_depth"], k1=settings["bm25"]["k1"],
-            b=settings["bm25"]["b"], **common,
+            b=settings["bm25"]["b"], threads=args.threads, **common,
         )
     elif source == "given":
         triples = args.given or settings.get("given_path")
         if triples is None:
             raise ConfigError("negatives source given needs --given or negatives.given_path")
-        negatives.given_groups(triples, args.qrels, args.out, **common)
+        if args.corpus is None:
+            raise ConfigError("negatives source given needs --corpus (negatives are checked "
+                              "against it)")
+        negatives.given_groups(triples, args.qrels, args.out, corpus=args.corpus, **common)
     else:
         if args.run is None:
             raise ConfigError("negatives source dense needs --run (the mining model's run)")

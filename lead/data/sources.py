@@ -8,7 +8,6 @@ next to others of an old one.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,15 +17,11 @@ from lead.data import embedded, local, msmarco
 from lead.data.checks import Checks
 from lead.errors import ConfigError
 from lead.io import atomic_path
+from lead.io import cache_dir as lead_cache_dir
 
 log = logging.getLogger(__name__)
 
 OUTPUTS = {"corpus.parquet", "queries", "qrels"}
-
-
-def default_cache_dir() -> Path:
-    """Downloads are shared by every experiment: $LEAD_CACHE, else ~/.cache/lead."""
-    return Path(os.environ.get("LEAD_CACHE") or Path.home() / ".cache" / "lead")
 
 
 def build_dataset(
@@ -35,7 +30,7 @@ def build_dataset(
     """Build the dataset described by the `dataset` config section into `out_dir`."""
     settings = resolve("dataset", settings)
     out_dir = Path(out_dir)
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache_dir = Path(cache_dir) if cache_dir is not None else lead_cache_dir()
     _check_replaceable(out_dir)
     checks = Checks(settings["strict"])
     source = settings["source"]

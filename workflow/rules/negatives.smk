@@ -25,6 +25,7 @@ rule negatives:
         "negatives: {params.source} hard negatives of the training queries"
     conda:
         "../envs/lead.yaml"
+    threads: 2
     resources:
         runtime=60,
         mem_mb=8000,
@@ -48,7 +49,8 @@ rule negatives:
         code=code("negatives"),
     shell:
         "python -m lead negatives --settings {params.settings:q} --corpus {input.corpus:q}"
-        " --queries {input.queries:q} --qrels {input.qrels:q} --out {output:q} > {log:q} 2>&1"
+        " --queries {input.queries:q} --qrels {input.qrels:q} --threads {threads}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule negatives_mined:
