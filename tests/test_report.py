@@ -141,7 +141,7 @@ def test_methods_over_seeds_and_tests_across_seeds_by_hand(tmp_path, inputs):
 
 
 def test_variants_are_compared_with_lead(tmp_path, inputs):
-    roots, logs = inputs
+    roots, _ = inputs
     extra = {"student-k2-s1": 0.59, "student-k2-s2": 0.60, "student-k2-s3": 0.61}
     NDCG.update(extra)
     try:
