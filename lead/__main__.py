@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one stage; the exit status is 0, 2 for a user error, 1 for anything else."""
     from lead import logs
 
     args = build_parser().parse_args(argv)

@@ -14,10 +14,15 @@ from lead.code import stage_hash
 # Stages run `python -m lead` and `torchrun` from the environment that runs Snakemake (e.g.
 # `.venv/bin/snakemake` without an activated venv); a rule's conda env, when deployed, is
 # activated after this and comes first.
+# The package itself comes from this workflow's source tree, so a rule's conda env (which holds
+# the dependencies) and `--directory elsewhere` run the same code as the checkout.
 os.environ.update(
     PATH=os.pathsep.join(
         [str(Path(sys.executable).parent), os.getenv("PATH", os.defpath)]
-    )
+    ),
+    PYTHONPATH=os.pathsep.join(
+        [workflow.basedir, *filter(None, [os.getenv("PYTHONPATH")])]
+    ),
 )
 
 # Validate before any job starts (every default from the schema), then check that the config
