@@ -112,7 +112,7 @@ def test_every_artifact_has_its_schema(tiny_run):
     for model in models:
         assert f"| {model} |" in report
     assert list((results / "plots").glob("*.png"))
-    assert not (results / "checkpoints").exists()  # finished runs leave no checkpoint
+    assert not any((results / "checkpoints").iterdir())  # finished runs leave no checkpoint
     # the frozen variant read its teacher from the layer cache
     frozen = (results / "logs/train/student-frozen-s888.log").read_text()
     assert "teacher scores come from its layer cache" in frozen
