@@ -9,7 +9,6 @@
 # with one or more --configfile the run uses those files only (merged in order).
 from snakemake.utils import min_version
 
-
 min_version("9.0")
 
 

@@ -100,7 +100,9 @@ def tokens(role, root=RESULTS):
 
 
 def launch(resources):
-    """Training entry point: torchrun with one process per GPU when a rule asks for several."""
+    """Training entry point: torchrun with one process per GPU when a rule asks for several.
+    GPU rules run under `python -m lead.gpus N --`, which gives a local job its own devices.
+    """
     gpus = int(getattr(resources, "gpu", 0) or 0)
     if gpus > 1:
         # `--` keeps torchrun's parser off the stage's options (`--log` would match `--log-dir`).
@@ -110,3 +112,75 @@ def launch(resources):
 
 def warmup_section(role):
     return config["teacher_training" if role == "teacher" else "student_warmup"]
+
+
+def tokenizer_input(wildcards):
+    if config[wildcards.role]["tokenizer"]["train"]:
+        return {"tokenizer": f"{RESULTS}/tokenizers/{wildcards.role}"}
+    return {}
+
+
+def given_triples(wildcards):
+    if config["negatives"]["source"] == "given":
+        return {"given": config["negatives"]["given_path"]}
+    return {}
+
+
+def warm_groups(wildcards=None):
+    return f"{RESULTS}/negatives/initial.parquet"
+
+
+def distill_inputs(wildcards):
+    job = STUDENTS[wildcards.student]
+    inputs = {
+        "teacher": model_dir(PLAN.distillation_teacher),
+        "student": model_dir(PLAN.distillation_student),
+        "teacher_corpus": f"{RESULTS}/tokens/teacher/corpus.parquet",
+        "teacher_queries": f"{RESULTS}/tokens/teacher/queries/train.parquet",
+        "student_corpus": f"{RESULTS}/tokens/student/corpus.parquet",
+        "student_queries": f"{RESULTS}/tokens/student/queries/train.parquet",
+        "dev_queries": f"{RESULTS}/tokens/student/queries/dev.parquet",
+        "dev_qrels": f"{RESULTS}/data/qrels/dev.parquet",
+        "groups": (
+            f"{RESULTS}/negatives/mined.parquet"
+            if config["negatives"]["source"] == "dense"
+            else f"{RESULTS}/negatives/initial.parquet"
+        ),
+    }
+    if lead_plan.cached(PLAN, job):
+        inputs["cache_queries"] = f"{RESULTS}/teacher_cache/queries.parquet"
+        inputs["cache_corpus"] = expand(
+            f"{RESULTS}/teacher_cache/corpus/{{shard}}.parquet", shard=SHARDS
+        )
+    elif job.distillation["teacher_trainable"] and job.method != "none":
+        inputs["teacher_dev_queries"] = f"{RESULTS}/tokens/teacher/queries/dev.parquet"
+    return inputs
+
+
+def distill_options(wildcards, input):
+    options = []
+    if "cache_queries" in input.keys():
+        options += ["--teacher-cache-queries", input.cache_queries]
+        options += ["--teacher-cache-passages", *input.cache_corpus]
+    if "teacher_dev_queries" in input.keys():
+        options += ["--teacher-dev-query-tokens", input.teacher_dev_queries]
+    return options
+
+
+def encoder(wildcards):
+    return model_dir(wildcards.model)
+
+
+def corpus_source(wildcards):
+    """The frozen teacher's final vectors come off its layer cache (a float32 one holds them
+    exactly); every other model encodes its tokens."""
+    if (
+        PLAN.teacher_cached
+        and wildcards.model == PLAN.distillation_teacher
+        and wildcards.root == RESULTS
+        and config["distillation"]["teacher_cache"]["dtype"] == "float32"
+    ):
+        return {"cache": f"{RESULTS}/teacher_cache/corpus/{wildcards.shard}.parquet"}
+    return {
+        "tokens": f"{wildcards.root}/tokens/{role_of(wildcards.model)}/corpus.parquet"
+    }

@@ -22,8 +22,6 @@ for collection in PLAN.collections:
             f"{LOGS}/data/{collection.name}.log",
         benchmark:
             f"{BENCHMARKS}/data/{collection.name}.tsv"
-        message:
-            f"data: collection {collection.name} ({collection.dataset['source']})"
         conda:
             "../envs/lead.yaml"
         resources:
@@ -31,9 +29,11 @@ for collection in PLAN.collections:
             runtime=240,
         params:
             settings=dataset_settings(collection.dataset),
-            out=f"{collection.root}/data",
+            out=lambda wc, output: Path(output.corpus).parent,
             cache=f"resources/{collection.dataset['source']}",
             code=code("data"),
+        message:
+            f"data: collection {collection.name} ({collection.dataset['source']})"
         shell:
             "python -m lead data --settings {params.settings:q} --out {params.out:q}"
             " --cache {params.cache:q} > {log:q} 2>&1"

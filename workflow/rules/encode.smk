@@ -3,23 +3,6 @@
 # and each query split.
 
 
-def encoder(wildcards):
-    return model_dir(wildcards.model)
-
-
-def corpus_source(wildcards):
-    """The frozen teacher's final vectors come off its layer cache (a float32 one holds them
-    exactly); every other model encodes its tokens."""
-    if (
-        PLAN.teacher_cached
-        and wildcards.model == PLAN.distillation_teacher
-        and wildcards.root == RESULTS
-        and config["distillation"]["teacher_cache"]["dtype"] == "float32"
-    ):
-        return {"cache": f"{RESULTS}/teacher_cache/corpus/{wildcards.shard}.parquet"}
-    return {"tokens": f"{wildcards.root}/tokens/{role_of(wildcards.model)}/corpus.parquet"}
-
-
 rule encode_corpus:
     """Runs `python -m lead encode` (lead/cli/encode.py, lead/encode.py; a cached teacher's
     vectors: lead/cache_teacher.py)."""
@@ -32,8 +15,6 @@ rule encode_corpus:
         "{root}/logs/encode/{model}-corpus-{shard}.log",
     benchmark:
         "{root}/benchmarks/encode/{model}-corpus-{shard}.tsv"
-    message:
-        "encode_corpus: {wildcards.model} on {wildcards.root}, shard {wildcards.shard}"
     conda:
         "../envs/lead.yaml"
     threads: 2
@@ -46,11 +27,21 @@ rule encode_corpus:
         source=lambda wc, input: (
             ["--from-cache", input.cache]
             if "cache" in input.keys()
-            else ["--tokens", input.tokens, "--shard", wc.shard, "--num-shards", len(SHARDS)]
+            else [
+                "--tokens",
+                input.tokens,
+                "--shard",
+                wc.shard,
+                "--num-shards",
+                len(SHARDS),
+            ]
         ),
         code=code("encode"),
+    message:
+        "encode_corpus: {wildcards.model} on {wildcards.root}, shard {wildcards.shard}"
     shell:
-        "python -m lead encode --model {input.model:q} {params.source:q} --role passage"
+        "python -m lead.gpus {resources.gpu} --"
+        " python -m lead encode --model {input.model:q} {params.source:q} --role passage"
         " --settings {params.settings:q} --out {output:q} > {log:q} 2>&1"
 
 
@@ -63,8 +54,6 @@ rule encode_queries:
         "{root}/embeddings/{model}/queries/{split}.parquet",
     log:
         "{root}/logs/encode/{model}-queries-{split}.log",
-    message:
-        "encode_queries: {wildcards.model} on {wildcards.root} {wildcards.split}"
     conda:
         "../envs/lead.yaml"
     threads: 2
@@ -75,6 +64,9 @@ rule encode_queries:
     params:
         settings=settings(**config["encode"]),
         code=code("encode"),
+    message:
+        "encode_queries: {wildcards.model} on {wildcards.root} {wildcards.split}"
     shell:
-        "python -m lead encode --model {input.model:q} --tokens {input.tokens:q} --role query"
+        "python -m lead.gpus {resources.gpu} --"
+        " python -m lead encode --model {input.model:q} --tokens {input.tokens:q} --role query"
         " --settings {params.settings:q} --out {output:q} > {log:q} 2>&1"

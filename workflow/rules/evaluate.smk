@@ -13,8 +13,6 @@ rule evaluate:
         table="{root}/metrics/{model}/{split}/summary.md",
     log:
         "{root}/logs/evaluate/{model}-{split}.log",
-    message:
-        "evaluate: {wildcards.model} on {wildcards.root} {wildcards.split}"
     conda:
         "../envs/lead.yaml"
     resources:
@@ -24,6 +22,8 @@ rule evaluate:
         level=lambda wc: ROOTS[wc.root].relevance_level(wc.split),
         measures=list(PLAN.measures),
         code=code("evaluate"),
+    message:
+        "evaluate: {wildcards.model} on {wildcards.root} {wildcards.split}"
     shell:
         "python -m lead evaluate --run {input.run:q} --qrels {input.qrels:q} --out {params.out:q}"
         " --relevance-level {params.level} --measures {params.measures:q} > {log:q} 2>&1"
@@ -65,8 +65,6 @@ rule report:
         ),
     log:
         f"{LOGS}/report.log",
-    message:
-        "report: {params.number} models on {params.splits}"
     conda:
         "../envs/lead.yaml"
     resources:
@@ -86,6 +84,8 @@ rule report:
             else []
         ),
         code=code("report"),
+    message:
+        "report: {params.number} models on {params.splits}"
     shell:
         "python -m lead report --settings {params.settings:q} --levels {params.levels:q}"
         " --metrics {params.metrics:q} {params.logs:q} --splits {params.splits:q}"

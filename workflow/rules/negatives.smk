@@ -2,12 +2,6 @@
 # groups or, as in the paper, negatives mined by a trained dual encoder (`source: dense`).
 
 
-def given_triples(wildcards):
-    if config["negatives"]["source"] == "given":
-        return {"given": config["negatives"]["given_path"]}
-    return {}
-
-
 rule negatives:
     """Runs `python -m lead negatives` (lead/cli/negatives.py, lead/data/negatives.py)."""
     input:
@@ -21,8 +15,6 @@ rule negatives:
         f"{LOGS}/negatives/initial.log",
     benchmark:
         f"{BENCHMARKS}/negatives.tsv"
-    message:
-        "negatives: {params.source} hard negatives of the training queries"
     conda:
         "../envs/lead.yaml"
     threads: 2
@@ -47,6 +39,8 @@ rule negatives:
             }
         ),
         code=code("negatives"),
+    message:
+        "negatives: {params.source} hard negatives of the training queries"
     shell:
         "python -m lead negatives --settings {params.settings:q} --corpus {input.corpus:q}"
         " --queries {input.queries:q} --qrels {input.qrels:q} --threads {threads}"
@@ -64,8 +58,6 @@ rule negatives_mined:
         f"{RESULTS}/negatives/mined.parquet",
     log:
         f"{LOGS}/negatives/mined.log",
-    message:
-        f"negatives_mined: negatives mined by {PLAN.miner}"
     conda:
         "../envs/lead.yaml"
     resources:
@@ -73,6 +65,8 @@ rule negatives_mined:
     params:
         settings=settings(**config["negatives"]),
         code=code("negatives"),
+    message:
+        f"negatives_mined: negatives mined by {PLAN.miner}"
     shell:
         "python -m lead negatives --settings {params.settings:q} --corpus {input.corpus:q}"
         " --queries {input.queries:q} --qrels {input.qrels:q} --run {input.run:q}"

@@ -5,7 +5,9 @@ rule search:
     """Runs `python -m lead search` (lead/cli/search.py, lead/search.py)."""
     input:
         queries="{root}/embeddings/{model}/queries/{split}.parquet",
-        corpus=expand("{{root}}/embeddings/{{model}}/corpus/{shard}.parquet", shard=SHARDS),
+        corpus=expand(
+            "{{root}}/embeddings/{{model}}/corpus/{shard}.parquet", shard=SHARDS
+        ),
     output:
         run="{root}/runs/{model}/{split}.parquet",
         trec="{root}/runs/{model}/{split}.trec",
@@ -13,8 +15,6 @@ rule search:
         "{root}/logs/search/{model}-{split}.log",
     benchmark:
         "{root}/benchmarks/search/{model}-{split}.tsv"
-    message:
-        "search: {wildcards.model} on {wildcards.root} {wildcards.split}"
     conda:
         "../envs/lead.yaml"
     threads: 2
@@ -24,6 +24,8 @@ rule search:
     params:
         settings=settings(**config["search"]),
         code=code("search"),
+    message:
+        "search: {wildcards.model} on {wildcards.root} {wildcards.split}"
     shell:
         "python -m lead search --queries {input.queries:q} --corpus {input.corpus:q}"
         " --settings {params.settings:q} --out {output.run:q} --trec {output.trec:q}"
@@ -42,8 +44,6 @@ rule search_mining:
         temp(f"{RESULTS}/runs/{PLAN.miner}/mining.parquet"),
     log:
         f"{LOGS}/search/{PLAN.miner}-mining.log",
-    message:
-        f"search_mining: {PLAN.miner} retrieves for every training query"
     conda:
         "../envs/lead.yaml"
     threads: 2
@@ -55,6 +55,8 @@ rule search_mining:
             **{**config["search"], "depth": config["negatives"]["retrieve_depth"]}
         ),
         code=code("search"),
+    message:
+        f"search_mining: {PLAN.miner} retrieves for every training query"
     shell:
         "python -m lead search --queries {input.queries:q} --corpus {input.corpus:q}"
         " --settings {params.settings:q} --out {output:q} > {log:q} 2>&1"

@@ -10,8 +10,6 @@ rule train_tokenizer:
         directory(f"{RESULTS}/tokenizers/{{role}}"),
     log:
         f"{LOGS}/train_tokenizer/{{role}}.log",
-    message:
-        "train_tokenizer: the {wildcards.role}'s vocabulary"
     conda:
         "../envs/lead.yaml"
     resources:
@@ -19,15 +17,11 @@ rule train_tokenizer:
     params:
         settings=lambda wc: settings(**config[wc.role]["tokenizer"]),
         code=code("train-tokenizer"),
+    message:
+        "train_tokenizer: the {wildcards.role}'s vocabulary"
     shell:
         "python -m lead train-tokenizer --settings {params.settings:q}"
         " --corpus {input.corpus:q} --out {output:q} > {log:q} 2>&1"
-
-
-def tokenizer_input(wildcards):
-    if config[wildcards.role]["tokenizer"]["train"]:
-        return {"tokenizer": f"{RESULTS}/tokenizers/{wildcards.role}"}
-    return {}
 
 
 rule init_model:
@@ -38,8 +32,6 @@ rule init_model:
         directory(f"{RESULTS}/models/{{role}}-init"),
     log:
         f"{LOGS}/init_model/{{role}}.log",
-    message:
-        "init_model: the {wildcards.role} from {params.init}"
     conda:
         "../envs/lead.yaml"
     resources:
@@ -52,6 +44,8 @@ rule init_model:
         ),
         seed=config["distillation"]["optimisation"]["seed"],
         code=code("init-model"),
+    message:
+        "init_model: the {wildcards.role} from {params.init}"
     shell:
         "python -m lead init-model --settings {params.settings:q} {params.tokenizer:q}"
         " --seed {params.seed} --out {output:q} > {log:q} 2>&1"
@@ -68,8 +62,6 @@ rule tokenize_corpus:
         "{root}/logs/tokenize/{role}-corpus.log",
     benchmark:
         "{root}/benchmarks/tokenize/{role}-corpus.tsv"
-    message:
-        "tokenize_corpus: {wildcards.root}, {wildcards.role} tokens"
     conda:
         "../envs/lead.yaml"
     resources:
@@ -78,6 +70,8 @@ rule tokenize_corpus:
     params:
         max_length=lambda wc: config[wc.role]["passage_max_length"],
         code=code("tokenize"),
+    message:
+        "tokenize_corpus: {wildcards.root}, {wildcards.role} tokens"
     shell:
         "python -m lead tokenize --tokenizer {input.model:q} --input {input.corpus:q}"
         " --out {output:q} --max-length {params.max_length} > {log:q} 2>&1"
@@ -92,8 +86,6 @@ rule tokenize_queries:
         "{root}/tokens/{role}/queries/{split}.parquet",
     log:
         "{root}/logs/tokenize/{role}-queries-{split}.log",
-    message:
-        "tokenize_queries: {wildcards.root} {wildcards.split}, {wildcards.role} tokens"
     conda:
         "../envs/lead.yaml"
     resources:
@@ -101,6 +93,8 @@ rule tokenize_queries:
     params:
         max_length=lambda wc: config[wc.role]["query_max_length"],
         code=code("tokenize"),
+    message:
+        "tokenize_queries: {wildcards.root} {wildcards.split}, {wildcards.role} tokens"
     shell:
         "python -m lead tokenize --tokenizer {input.model:q} --input {input.queries:q}"
         " --out {output:q} --max-length {params.max_length} > {log:q} 2>&1"

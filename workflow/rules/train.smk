@@ -3,10 +3,6 @@
 # runs gloo processes.
 
 
-def warm_groups(wildcards=None):
-    return f"{RESULTS}/negatives/initial.parquet"
-
-
 rule warmup:
     """Runs `python -m lead warmup` (lead/cli/warmup.py, lead/training/loop.py): contrastive
     training of one model, the teacher's warm-up or the student's pre-training."""
@@ -24,8 +20,6 @@ rule warmup:
         f"{LOGS}/train/{{role}}-warm.log",
     benchmark:
         f"{BENCHMARKS}/train/{{role}}-warm.tsv"
-    message:
-        "warmup: the {wildcards.role}, {params.steps} steps (follow: tail -f {log})"
     conda:
         "../envs/lead.yaml"
     threads: 2
@@ -41,8 +35,11 @@ rule warmup:
         checkpoints=f"{RESULTS}/checkpoints/{{role}}-warm",
         launch=lambda wc, resources: launch(resources),
         code=code("warmup"),
+    message:
+        "warmup: the {wildcards.role}, {params.steps} steps (follow: tail -f {log})"
     shell:
-        "{params.launch} warmup --settings {params.settings:q} --model {input.model:q}"
+        "python -m lead.gpus {resources.gpu} --"
+        " {params.launch} warmup --settings {params.settings:q} --model {input.model:q}"
         " --corpus-tokens {input.corpus:q} --query-tokens {input.queries:q}"
         " --groups {input.groups:q} --dev-query-tokens {input.dev_queries:q}"
         " --dev-qrels {input.dev_qrels:q} --out {output.model:q} --log {output.log:q}"
@@ -59,8 +56,6 @@ rule cache_teacher_queries:
         f"{RESULTS}/teacher_cache/queries.parquet",
     log:
         f"{LOGS}/cache_teacher/queries.log",
-    message:
-        "cache_teacher_queries: the frozen teacher's layers of the training queries"
     conda:
         "../envs/lead.yaml"
     threads: 2
@@ -70,11 +65,15 @@ rule cache_teacher_queries:
         runtime=12 * 60,
     params:
         settings=settings(
-            teacher_cache=config["distillation"]["teacher_cache"], encode=config["encode"]
+            teacher_cache=config["distillation"]["teacher_cache"],
+            encode=config["encode"],
         ),
         code=code("cache-teacher"),
+    message:
+        "cache_teacher_queries: the frozen teacher's layers of the training queries"
     shell:
-        "python -m lead cache-teacher --model {input.model:q} --tokens {input.tokens:q}"
+        "python -m lead.gpus {resources.gpu} --"
+        " python -m lead cache-teacher --model {input.model:q} --tokens {input.tokens:q}"
         " --role query --settings {params.settings:q} --out {output:q} > {log:q} 2>&1"
 
 
@@ -90,8 +89,6 @@ rule cache_teacher_corpus:
         f"{LOGS}/cache_teacher/corpus-{{shard}}.log",
     benchmark:
         f"{BENCHMARKS}/cache_teacher/corpus-{{shard}}.tsv"
-    message:
-        "cache_teacher_corpus: the frozen teacher's layers of corpus shard {wildcards.shard}"
     conda:
         "../envs/lead.yaml"
     threads: 2
@@ -101,51 +98,18 @@ rule cache_teacher_corpus:
         runtime=12 * 60,
     params:
         settings=settings(
-            teacher_cache=config["distillation"]["teacher_cache"], encode=config["encode"]
+            teacher_cache=config["distillation"]["teacher_cache"],
+            encode=config["encode"],
         ),
         shards=len(SHARDS),
         code=code("cache-teacher"),
+    message:
+        "cache_teacher_corpus: the frozen teacher's layers of corpus shard {wildcards.shard}"
     shell:
-        "python -m lead cache-teacher --model {input.model:q} --tokens {input.tokens:q}"
+        "python -m lead.gpus {resources.gpu} --"
+        " python -m lead cache-teacher --model {input.model:q} --tokens {input.tokens:q}"
         " --role passage --shard {wildcards.shard} --num-shards {params.shards}"
         " --settings {params.settings:q} --out {output:q} > {log:q} 2>&1"
-
-
-def distill_inputs(wildcards):
-    job = STUDENTS[wildcards.student]
-    inputs = {
-        "teacher": model_dir(PLAN.distillation_teacher),
-        "student": model_dir(PLAN.distillation_student),
-        "teacher_corpus": f"{RESULTS}/tokens/teacher/corpus.parquet",
-        "teacher_queries": f"{RESULTS}/tokens/teacher/queries/train.parquet",
-        "student_corpus": f"{RESULTS}/tokens/student/corpus.parquet",
-        "student_queries": f"{RESULTS}/tokens/student/queries/train.parquet",
-        "dev_queries": f"{RESULTS}/tokens/student/queries/dev.parquet",
-        "dev_qrels": f"{RESULTS}/data/qrels/dev.parquet",
-        "groups": (
-            f"{RESULTS}/negatives/mined.parquet"
-            if config["negatives"]["source"] == "dense"
-            else f"{RESULTS}/negatives/initial.parquet"
-        ),
-    }
-    if lead_plan.cached(PLAN, job):
-        inputs["cache_queries"] = f"{RESULTS}/teacher_cache/queries.parquet"
-        inputs["cache_corpus"] = expand(
-            f"{RESULTS}/teacher_cache/corpus/{{shard}}.parquet", shard=SHARDS
-        )
-    elif job.distillation["teacher_trainable"] and job.method != "none":
-        inputs["teacher_dev_queries"] = f"{RESULTS}/tokens/teacher/queries/dev.parquet"
-    return inputs
-
-
-def distill_options(wildcards, input):
-    options = []
-    if "cache_queries" in input.keys():
-        options += ["--teacher-cache-queries", input.cache_queries]
-        options += ["--teacher-cache-passages", *input.cache_corpus]
-    if "teacher_dev_queries" in input.keys():
-        options += ["--teacher-dev-query-tokens", input.teacher_dev_queries]
-    return options
 
 
 rule distill:
@@ -160,9 +124,6 @@ rule distill:
         f"{LOGS}/train/student-{{student}}.log",
     benchmark:
         f"{BENCHMARKS}/train/student-{{student}}.tsv"
-    message:
-        "distill: student-{wildcards.student} ({params.method}, {params.steps} steps;"
-        " follow: tail -f {log})"
     conda:
         "../envs/lead.yaml"
     threads: 2
@@ -182,8 +143,12 @@ rule distill:
         checkpoints=f"{RESULTS}/checkpoints/student-{{student}}",
         launch=lambda wc, resources: launch(resources),
         code=code("distill"),
+    message:
+        "distill: student-{wildcards.student} ({params.method}, {params.steps} steps;"
+        " follow: tail -f {log})"
     shell:
-        "{params.launch} distill --method {params.method} --settings {params.settings:q}"
+        "python -m lead.gpus {resources.gpu} --"
+        " {params.launch} distill --method {params.method} --settings {params.settings:q}"
         " --teacher {input.teacher:q} --student {input.student:q}"
         " --teacher-corpus-tokens {input.teacher_corpus:q}"
         " --teacher-query-tokens {input.teacher_queries:q}"
