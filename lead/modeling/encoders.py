@@ -506,8 +506,13 @@ def load_encoder(model_dir: str | Path) -> Encoder:
             if not (query_dir / "config.json").is_file():
                 raise ConfigError(f"{query_dir}: missing query tower (shared_towers is false)")
             query_backbone = AutoModel.from_pretrained(query_dir, dtype=torch.float32)
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"{model_dir}: cannot load the model or tokenizer: {err}") from err
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            f"{model_dir}: cannot load the model or tokenizer ({type(err).__name__}: {first}); "
+            "a truncated or empty model.safetensors, or a config.json that does not fit the "
+            "weights? Rebuild the directory"
+        ) from err
     encoder = build_encoder(spec, backbone, tokenizer, query_backbone)
     if encoder.head is not None:
         head_path = model_dir / HEAD_FILE
@@ -515,8 +520,10 @@ def load_encoder(model_dir: str | Path) -> Encoder:
             raise ConfigError(f"{head_path}: missing; a {spec.kind} model needs its head")
         try:
             encoder.head.load_state_dict(load_file(head_path))
-        except RuntimeError as err:
-            raise ConfigError(f"{head_path}: does not fit the model: {err}") from err
+        except Exception as err:
+            raise ConfigError(f"{head_path}: does not fit the model or is corrupt: "
+                              f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
+                              ) from err
     return encoder
 
 

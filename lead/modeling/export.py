@@ -74,7 +74,7 @@ def write_model_card(model_dir: Path, *, name: str, facts: Mapping[str, Any]) ->
     lines = [
         f"# {name}",
         "",
-        "Trained with [lead](https://github.com/) (LEAD distillation for dense retrieval).",
+        "Trained with lead, LEAD distillation for dense retrieval (docs/method.md).",
         "",
         "| | |",
         "|---|---|",

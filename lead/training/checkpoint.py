@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lead.errors import LeadError
 from lead.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -117,8 +118,15 @@ def load_checkpoint(directory: str | Path, fingerprint: str) -> dict[str, Any] |
     path = Path(directory) / CHECKPOINT_FILE
     if not path.exists():
         return None
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload["fingerprint"] != fingerprint:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        stored = payload["fingerprint"]
+    except Exception as err:
+        raise LeadError(
+            f"{path}: corrupt checkpoint ({type(err).__name__}); delete it to start the run "
+            "afresh (a killed run never leaves one: this file was damaged afterwards)"
+        ) from err
+    if stored != fingerprint:
         log.warning(
             "%s was written by a run with other settings, inputs or process count: "
             "starting afresh", path,

@@ -30,7 +30,7 @@ from lead import distributed
 from lead.distributed import Processes, init_processes
 from lead.errors import LeadError
 from lead.io import atomic_path, config_hash
-from lead.measures import parse_measure
+from lead.measures import measure_name
 from lead.modeling.export import write_model_card
 from lead.training import checkpoint as ckpt
 from lead.training.data import EncoderInputs, Groups, ModelTokens, TrainingData
@@ -141,7 +141,7 @@ def _train(job: TrainingJob, objective_type: type[Objective], procs: Processes,
                                      scoring=scoring, seed=seed, batches=batches)
             row.update({f"{prefix}_{name}": value for name, value in metrics.items()})
         objective.train()
-        value = row[f"dev_{opt['select_metric']}"]
+        value = row[f"dev_{measures[0]}"]
         if progress.best_value is None or value > progress.best_value:
             progress.best_step, progress.best_value = step, value
             if procs.is_main:
@@ -274,12 +274,10 @@ def train_step(
 
 
 def dev_measures(select_metric: str, depth: int) -> list[str]:
-    """The selection metric first, then the usual dev measures (no duplicates); an unknown
-    measure fails here, before any training."""
-    measures = list(dict.fromkeys([select_metric, "RR@10", "nDCG@10", f"R@{depth}"]))
-    for measure in measures:
-        parse_measure(measure)
-    return measures
+    """The selection metric first (its canonical name: `MRR@10` is `RR@10`), then the usual
+    dev measures, without repeats; an unknown measure fails here, before any training."""
+    names = [measure_name(m, 1) for m in (select_metric, "RR@10", "nDCG@10", f"R@{depth}")]
+    return list(dict.fromkeys(names))
 
 
 def _log_settings(job: TrainingJob) -> dict:
