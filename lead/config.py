@@ -1,4 +1,4 @@
-"""Configuration: the schema in workflow/schemas/config.schema.yaml is the one source of defaults.
+"""Configuration: the schema in lead/config.schema.yaml is the one source of defaults.
 
 Snakemake validates the whole config against it; each stage called directly resolves its own
 section (e.g. `resolve("distillation", settings)`), so both paths see the same defaults.

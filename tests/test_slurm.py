@@ -34,7 +34,7 @@ from lead import cluster as preflight
 pytestmark = pytest.mark.slurm
 
 REPO = Path(__file__).resolve().parents[1]
-SLURM_PROFILE = REPO / "workflow" / "profiles" / "slurm"
+SLURM_PROFILE = REPO / "profiles" / "slurm"
 TEST_PROFILE = REPO / "tests" / "slurm" / "profile"
 # The tiny config with one distillation method: every rule still runs (28 jobs instead of
 # 40), and the two-CPU test node gets through it within the suite's time.
@@ -279,17 +279,24 @@ def test_test_override_takes_the_gpu_off_every_gpu_rule():
 
 
 def recording_sbatch(bin_dir: Path, record: Path) -> dict:
-    """An env whose `sbatch` writes its argv to `record` and then runs the real sbatch."""
+    """An env whose `sbatch` writes its argv as JSON to a file of its own in the folder
+    `record` (concurrent calls never share a file), then runs the real sbatch."""
     bin_dir.mkdir(parents=True, exist_ok=True)
+    record.mkdir(parents=True, exist_ok=True)
     wrapper = bin_dir / "sbatch"
     wrapper.write_text(
         "#!/bin/sh\n"
-        f"{sys.executable} -c 'import json, sys; print(json.dumps(sys.argv[1:]))' \"$@\""
-        f" >> {record}\n"
+        f"call=$(mktemp {record}/call-XXXXXXXX)\n"
+        f"{sys.executable} -c 'import json, sys; print(json.dumps(sys.argv[2:]), "
+        "file=open(sys.argv[1], \"w\"))' \"$call\" \"$@\"\n"
         f"exec {shutil.which('sbatch')} \"$@\"\n"
     )
     wrapper.chmod(0o755)
     return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def recorded_calls(record: Path) -> list[list[str]]:
+    return [json.loads(path.read_text()) for path in sorted(record.glob("call-*"))]
 
 
 GPU_JOB_OPTIONS = ("--gpus", "--cpus-per-task", "--mem", "-t")
@@ -313,13 +320,11 @@ def test_gpu_rules_are_submitted_with_their_gpu_request(tiny_runs, tmp_path):
     the GPU on this GPU-less node - at submission, with the call in Snakemake's report."""
     workdir = tmp_path / "gpu"
     shutil.copytree(tiny_runs.local.workdir, workdir)
-    record = tmp_path / "sbatch.jsonl"
+    record = tmp_path / "sbatch-calls"
     env = recording_sbatch(tmp_path / "bin", record)
-    # mtime only: the copy's code inputs have other absolute paths than the recorded ones.
     real_profile = [
         "--profile", str(SLURM_PROFILE), "--workflow-profile", "none", "--slurm-no-account",
         "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
-        "--rerun-triggers", "mtime",
     ]
     requests = {
         r.rule: r for r in preflight.planned_requests(
@@ -328,14 +333,15 @@ def test_gpu_rules_are_submitted_with_their_gpu_request(tiny_runs, tmp_path):
     }
     # Downstream rules first, so that one rule's failed (and cleaned) outputs never take
     # another's inputs away.
-    for rule in ("encode_queries", "encode_corpus", "distill", "warmup"):
+    for rule in ("encode_queries", "encode_corpus", "distill", "cache_teacher_corpus",
+                 "cache_teacher_queries", "warmup"):
         assert rule in gpu_rules()
         run = snakemake(workdir, *real_profile, "--forcerun", rule, "--until", rule,
                         env=env, timeout=120)
         assert run.result.returncode != 0
         assert "Invalid generic resource (gres) specification" in run.output, run.output[-3000:]
         assert "sbatch call:" in run.output
-    calls = [json.loads(line) for line in record.read_text().splitlines()]
+    calls = recorded_calls(record)
     submitted_rules = set()
     for argv in calls:
         rule = sbatch_option(argv, "--comment").removeprefix("rule_").split("_wildcards_")[0]

@@ -1,6 +1,6 @@
 """Before a SLURM run: SLURM tools on PATH, controller up, and every planned job's request
 accepted by `sbatch --test-only`. Example: python -m lead slurm-check -- --workflow-profile
-workflow/profiles/slurm --configfile config/msmarco-passage.yaml"""
+slurm --configfile config/msmarco-passage.yaml"""
 
 from __future__ import annotations
 
