@@ -105,6 +105,8 @@ def layered(configfiles: list[Path], overrides: list[str]) -> tuple[dict, dict]:
     """(as written, validated) config of files merged in order (the default without any) with
     `key=value` overrides on top: what `snakemake --configfile ... --config ...` runs."""
     raw: dict = {}
+    if not configfiles and not DEFAULT_CONFIG.is_file():
+        raise ConfigError(f"no config file given, and no default one at {DEFAULT_CONFIG}")
     for path in configfiles or [DEFAULT_CONFIG]:
         try:
             loaded = yaml.safe_load(Path(path).read_text()) or {}
@@ -115,13 +117,10 @@ def layered(configfiles: list[Path], overrides: list[str]) -> tuple[dict, dict]:
         _merge(raw, loaded)
     for item in overrides:
         key, found, value = item.partition("=")
-        if not found or not key:
-            raise ConfigError(f"--config {item!r}: expected KEY=VALUE")
-        target = raw
-        *parents, last = key.split(".")
-        for parent in parents:
-            target = target.setdefault(parent, {})
-        target[last] = yaml.safe_load(value)
+        if not found or not key or "." in key:
+            raise ConfigError(f"--config {item!r}: expected KEY=VALUE with a top-level KEY, as "
+                              "snakemake --config takes them (nested values: a config file)")
+        raw[key] = yaml.safe_load(value)
     return copy.deepcopy(raw), validate(raw)
 
 

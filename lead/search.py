@@ -87,7 +87,13 @@ def iter_embeddings(
                 row = position + column.is_null().to_numpy(zero_copy_only=False).argmax()
                 raise DataError(info.path, f"row {row}, column {name!r}", "is null")
         matrix = vectors.flatten().to_numpy(zero_copy_only=False).reshape(-1, info.dim)
-        yield ids, np.ascontiguousarray(matrix, dtype=np.float32)
+        matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+        finite = np.isfinite(matrix).all(axis=1)
+        if not finite.all():
+            row = int(np.argmin(finite))
+            raise DataError(info.path, f"row {position + row}, id {ids[row].as_py()!r}",
+                            "embedding is not finite (NaN or inf): was the model broken?")
+        yield ids, matrix
         position += batch.num_rows
 
 

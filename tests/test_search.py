@@ -248,3 +248,19 @@ def test_bad_inputs_are_data_errors(data, tmp_path):
     with pytest.raises(DataError, match=r"dup\.parquet.*appears more than once"):
         search(data["queries_path"], [data["corpus_path"], duplicate], run, settings())
     assert not run.exists()
+
+
+def test_non_finite_embeddings_are_refused_naming_the_row(tmp_path):
+    from lead.io import write_table
+    from lead.schemas import embeddings
+    from lead.search import inspect_embeddings, iter_embeddings
+
+    vectors = np.ones((4, 3), dtype=np.float32)
+    vectors[2, 1] = np.nan
+    table = pa.table({"id": ["a", "b", "c", "d"],
+                      "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), 3)},
+                     schema=embeddings(3))
+    path = tmp_path / "bad.parquet"
+    write_table(table, path)
+    with pytest.raises(DataError, match=r"bad\.parquet \(row 2, id 'c'\): embedding is not finite"):
+        list(iter_embeddings(inspect_embeddings(path)))
