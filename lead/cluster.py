@@ -10,6 +10,7 @@ executor plugin builds for each planned job (resources as Snakemake's dry run re
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -138,7 +139,7 @@ def planned_requests(snakemake_args: Sequence[str], cwd: Path, timeout: float) -
     `--cores` far above any rule's threads lets each job show the threads it will submit with.
     """
     command = [sys.executable, "-m", "snakemake", "--dry-run", "--cores", "4096", *snakemake_args]
-    result = _run(command, timeout, cwd=cwd)
+    result = _run(command, timeout, cwd=cwd, env={**os.environ, "LEAD_JOB_BOXES": "1"})
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
         raise ConfigError(f"snakemake --dry-run {shlex.join(snakemake_args)} failed:\n{tail}")
@@ -166,12 +167,13 @@ def check(snakemake_args: Sequence[str], cwd: Path, timeout: float = 60.0) -> li
 
 
 def _run(
-    command: Sequence[str], timeout: float, cwd: Path | None = None
+    command: Sequence[str], timeout: float, cwd: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
     try:
         return subprocess.run(
             list(command), capture_output=True, text=True, timeout=timeout, cwd=cwd,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL, env=env,
         )
     except subprocess.TimeoutExpired as err:
         raise ConfigError(f"`{shlex.join(command)}` did not answer within {timeout:.0f} s") from err

@@ -19,13 +19,15 @@ from workflow_copy import REPO, copy_workflow, merge
 from lead import schemas
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+BOXES = {**ENV, "LEAD_JOB_BOXES": "1"}  # Snakemake's job boxes (threads, resources)
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = None
+              ) -> subprocess.CompletedProcess:
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "--cores", "2", *args],
         cwd=workdir,
-        env=ENV,
+        env=env or ENV,
         capture_output=True,
         text=True,
         timeout=1200,
@@ -230,6 +232,7 @@ def test_dry_run_shows_the_full_dag(tmp_path, config, profile):
         profile,
         "--configfile",
         f"config/{config}",
+        env=BOXES,
     )
     jobs = planned_jobs(
         workdir,

@@ -55,6 +55,12 @@ wildcard_constraints:
     root="|".join(re.escape(root) for root in ROOTS),
 
 
+def job_message(text):
+    """The one-line summary Snakemake prints for a job. `LEAD_JOB_BOXES=1` shows Snakemake's
+    own job boxes instead (threads and resources, as slurm-check reads them)."""
+    return None if os.environ.get("LEAD_JOB_BOXES") else text
+
+
 def settings(**sections):
     """The config slices a stage depends on, as canonical JSON (a rule param, so that a
     changed setting reruns that stage and its descendants only)."""

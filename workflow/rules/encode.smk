@@ -38,7 +38,9 @@ rule encode_corpus:
         ),
         code=code("encode"),
     message:
-        "encode_corpus: {wildcards.model} on {wildcards.root}, shard {wildcards.shard}"
+        job_message(
+            "encode_corpus: {wildcards.model} on {wildcards.root}, shard {wildcards.shard}"
+        )
     shell:
         "python -m lead.gpus {resources.gpu} --"
         " python -m lead encode --model {input.model:q} {params.source:q} --role passage"
@@ -65,7 +67,9 @@ rule encode_queries:
         settings=settings(**config["encode"]),
         code=code("encode"),
     message:
-        "encode_queries: {wildcards.model} on {wildcards.root} {wildcards.split}"
+        job_message(
+            "encode_queries: {wildcards.model} on {wildcards.root} {wildcards.split}"
+        )
     shell:
         "python -m lead.gpus {resources.gpu} --"
         " python -m lead encode --model {input.model:q} --tokens {input.tokens:q} --role query"

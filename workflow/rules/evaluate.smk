@@ -23,7 +23,7 @@ rule evaluate:
         measures=list(PLAN.measures),
         code=code("evaluate"),
     message:
-        "evaluate: {wildcards.model} on {wildcards.root} {wildcards.split}"
+        job_message("evaluate: {wildcards.model} on {wildcards.root} {wildcards.split}")
     shell:
         "python -m lead evaluate --run {input.run:q} --qrels {input.qrels:q} --out {params.out:q}"
         " --relevance-level {params.level} --measures {params.measures:q} > {log:q} 2>&1"
@@ -85,7 +85,7 @@ rule report:
         ),
         code=code("report"),
     message:
-        "report: {params.number} models on {params.splits}"
+        job_message("report: {params.number} models on {params.splits}")
     shell:
         "python -m lead report --settings {params.settings:q} --levels {params.levels:q}"
         " --metrics {params.metrics:q} {params.logs:q} --splits {params.splits:q}"

@@ -40,7 +40,7 @@ rule negatives:
         ),
         code=code("negatives"),
     message:
-        "negatives: {params.source} hard negatives of the training queries"
+        job_message("negatives: {params.source} hard negatives of the training queries")
     shell:
         "python -m lead negatives --settings {params.settings:q} --corpus {input.corpus:q}"
         " --queries {input.queries:q} --qrels {input.qrels:q} --threads {threads}"
@@ -66,7 +66,7 @@ rule negatives_mined:
         settings=settings(**config["negatives"]),
         code=code("negatives"),
     message:
-        f"negatives_mined: negatives mined by {PLAN.miner}"
+        job_message(f"negatives_mined: negatives mined by {PLAN.miner}")
     shell:
         "python -m lead negatives --settings {params.settings:q} --corpus {input.corpus:q}"
         " --queries {input.queries:q} --qrels {input.qrels:q} --run {input.run:q}"

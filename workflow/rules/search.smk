@@ -25,7 +25,7 @@ rule search:
         settings=settings(**config["search"]),
         code=code("search"),
     message:
-        "search: {wildcards.model} on {wildcards.root} {wildcards.split}"
+        job_message("search: {wildcards.model} on {wildcards.root} {wildcards.split}")
     shell:
         "python -m lead search --queries {input.queries:q} --corpus {input.corpus:q}"
         " --settings {params.settings:q} --out {output.run:q} --trec {output.trec:q}"
@@ -56,7 +56,7 @@ rule search_mining:
         ),
         code=code("search"),
     message:
-        f"search_mining: {PLAN.miner} retrieves for every training query"
+        job_message(f"search_mining: {PLAN.miner} retrieves for every training query")
     shell:
         "python -m lead search --queries {input.queries:q} --corpus {input.corpus:q}"
         " --settings {params.settings:q} --out {output:q} > {log:q} 2>&1"

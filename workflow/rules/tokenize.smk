@@ -18,7 +18,7 @@ rule train_tokenizer:
         settings=lambda wc: settings(**config[wc.role]["tokenizer"]),
         code=code("train-tokenizer"),
     message:
-        "train_tokenizer: the {wildcards.role}'s vocabulary"
+        job_message("train_tokenizer: the {wildcards.role}'s vocabulary")
     shell:
         "python -m lead train-tokenizer --settings {params.settings:q}"
         " --corpus {input.corpus:q} --out {output:q} > {log:q} 2>&1"
@@ -45,7 +45,7 @@ rule init_model:
         seed=config["distillation"]["optimisation"]["seed"],
         code=code("init-model"),
     message:
-        "init_model: the {wildcards.role} from {params.init}"
+        job_message("init_model: the {wildcards.role} from {params.init}")
     shell:
         "python -m lead init-model --settings {params.settings:q} {params.tokenizer:q}"
         " --seed {params.seed} --out {output:q} > {log:q} 2>&1"
@@ -71,7 +71,7 @@ rule tokenize_corpus:
         max_length=lambda wc: config[wc.role]["passage_max_length"],
         code=code("tokenize"),
     message:
-        "tokenize_corpus: {wildcards.root}, {wildcards.role} tokens"
+        job_message("tokenize_corpus: {wildcards.root}, {wildcards.role} tokens")
     shell:
         "python -m lead tokenize --tokenizer {input.model:q} --input {input.corpus:q}"
         " --out {output:q} --max-length {params.max_length} > {log:q} 2>&1"
@@ -94,7 +94,9 @@ rule tokenize_queries:
         max_length=lambda wc: config[wc.role]["query_max_length"],
         code=code("tokenize"),
     message:
-        "tokenize_queries: {wildcards.root} {wildcards.split}, {wildcards.role} tokens"
+        job_message(
+            "tokenize_queries: {wildcards.root} {wildcards.split}, {wildcards.role} tokens"
+        )
     shell:
         "python -m lead tokenize --tokenizer {input.model:q} --input {input.queries:q}"
         " --out {output:q} --max-length {params.max_length} > {log:q} 2>&1"

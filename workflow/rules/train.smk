@@ -36,7 +36,9 @@ rule warmup:
         launch=lambda wc, resources: launch(resources),
         code=code("warmup"),
     message:
-        "warmup: the {wildcards.role}, {params.steps} steps (follow: tail -f {log})"
+        job_message(
+            "warmup: the {wildcards.role}, {params.steps} steps (follow: tail -f {log})"
+        )
     shell:
         "python -m lead.gpus {resources.gpu} --"
         " {params.launch} warmup --settings {params.settings:q} --model {input.model:q}"
@@ -70,7 +72,9 @@ rule cache_teacher_queries:
         ),
         code=code("cache-teacher"),
     message:
-        "cache_teacher_queries: the frozen teacher's layers of the training queries"
+        job_message(
+            "cache_teacher_queries: the frozen teacher's layers of the training queries"
+        )
     shell:
         "python -m lead.gpus {resources.gpu} --"
         " python -m lead cache-teacher --model {input.model:q} --tokens {input.tokens:q}"
@@ -104,7 +108,9 @@ rule cache_teacher_corpus:
         shards=len(SHARDS),
         code=code("cache-teacher"),
     message:
-        "cache_teacher_corpus: the frozen teacher's layers of corpus shard {wildcards.shard}"
+        job_message(
+            "cache_teacher_corpus: the frozen teacher's layers of corpus shard {wildcards.shard}"
+        )
     shell:
         "python -m lead.gpus {resources.gpu} --"
         " python -m lead cache-teacher --model {input.model:q} --tokens {input.tokens:q}"
@@ -144,8 +150,10 @@ rule distill:
         launch=lambda wc, resources: launch(resources),
         code=code("distill"),
     message:
-        "distill: student-{wildcards.student} ({params.method}, {params.steps} steps;"
-        " follow: tail -f {log})"
+        job_message(
+            "distill: student-{wildcards.student} ({params.method}, {params.steps} steps;"
+            " follow: tail -f {log})"
+        )
     shell:
         "python -m lead.gpus {resources.gpu} --"
         " {params.launch} distill --method {params.method} --settings {params.settings:q}"
