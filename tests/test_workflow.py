@@ -252,22 +252,6 @@ def test_dry_run_shows_the_full_dag(tmp_path, config, profile):
 
 
 @pytest.mark.slow
-def test_training_rule_with_two_gpus_runs_two_processes(tiny_run):
-    """`gpu: 2` launches torchrun with two ranks; on CPU they train with gloo.
-
-    Runs last: it retrains one student, so later plans would include its descendants.
-    """
-    target = "results/tiny/models/student-lead-s888"
-    snakemake(
-        tiny_run, "--configfile", "tiny.yaml", "--set-resources", "distill:gpu=2",
-        "--forcerun", target, "--", target,
-    )
-    log = (tiny_run / "results/tiny/logs/train/student-lead-s888.log").read_text()
-    assert "2 process(es)" in log
-    assert (tiny_run / target / "lead.json").exists()
-
-
-@pytest.mark.slow
 def test_touching_files_or_moving_the_checkout_replans_nothing(tiny_run, tmp_path):
     """Reruns follow the content of the code a stage imports (lead.code), not file times or
     absolute paths."""
@@ -373,3 +357,19 @@ def test_a_checkpoint_is_scored_zero_shot_on_a_collection_as_evaluate_model_scor
     assert (out / "run.trec").read_text().splitlines()
     report = (workdir / "results/zero-shot/report.md").read_text()
     assert "### fixture" in report and "| teacher-init |" in report
+
+
+@pytest.mark.slow
+def test_training_rule_with_two_gpus_runs_two_processes(tiny_run):
+    """`gpu: 2` launches torchrun with two ranks; on CPU they train with gloo.
+
+    Runs last: it retrains one student, so later plans would include its descendants.
+    """
+    target = "results/tiny/models/student-lead-s888"
+    snakemake(
+        tiny_run, "--configfile", "tiny.yaml", "--set-resources", "distill:gpu=2",
+        "--forcerun", target, "--", target,
+    )
+    log = (tiny_run / "results/tiny/logs/train/student-lead-s888.log").read_text()
+    assert "2 process(es)" in log
+    assert (tiny_run / target / "lead.json").exists()
