@@ -41,12 +41,14 @@ import pandas as pd
 import pyarrow as pa
 
 from lead.errors import ConfigError, DataError
-from lead.io import atomic_path, provenance, write_table
+from lead.io import atomic_path, check_output, provenance, write_table
 from lead.measures import DEFAULT_MEASURES, Measure, parse_measures
 from lead.runs import Source, load_qrels, ranked, read_run
 from lead.schemas import METRICS, PER_QUERY_METRICS
 
 log = logging.getLogger(__name__)
+
+OUTPUTS = ("per_query.parquet", "summary.md", "summary.parquet")  # in the order written
 
 
 @dataclass(frozen=True)
@@ -250,10 +252,13 @@ def write_evaluation(
     """Evaluate and write out_dir/{per_query.parquet, summary.md, summary.parquet}.
 
     Each file lands atomically; summary.parquet is written last, so its presence means the
-    other two are complete. Returns the summary.
+    other two are complete; all three places are checked first, so that none is written
+    unless all can be. Returns the summary.
     """
+    out_dir = check_output(out_dir, directory=True)
+    for name in OUTPUTS:
+        check_output(out_dir / name, directory=False)
     evaluation = _evaluate(run, qrels, relevance_level, measures)
-    out_dir = Path(out_dir)
     num_queries = evaluation.per_query["query_id"].nunique()
     prov = provenance(
         "evaluate",
@@ -265,7 +270,7 @@ def write_evaluation(
     )
     per_query_table = pa.Table.from_pydict(evaluation.per_query.to_dict("list"), PER_QUERY_METRICS)
     write_table(per_query_table, out_dir / "per_query.parquet", prov)
-    with atomic_path(out_dir / "summary.md") as tmp:
+    with atomic_path(out_dir / "summary.md", directory=False) as tmp:
         tmp.write_text(_summary_markdown(evaluation, num_queries, relevance_level))
     summary_table = pa.Table.from_pydict(evaluation.summary.to_dict("list"), METRICS)
     write_table(summary_table, out_dir / "summary.parquet", prov)

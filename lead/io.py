@@ -68,21 +68,56 @@ def _with_provenance(schema: pa.Schema, prov: Mapping[str, Any] | None) -> pa.Sc
     return schema.with_metadata(meta)
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling of `path`; move it onto `path` only if the block succeeds.
+def input_file(path: str | Path) -> Path:
+    """`path`, refused (DataError naming it) if it does not exist or is a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(path, None, "is a folder, expected a file")
+    if not path.exists():
+        raise DataError(path, None, "file not found")
+    return path
 
-    Works for files and directories. On failure the temporary is removed and any existing
-    `path` is left untouched.
+
+def check_output(path: str | Path, *, directory: bool | None = None) -> Path:
+    """Refuse an output that cannot be replaced where it is, before any work is done.
+
+    A symbolic link is refused: replacing it would drop the link, and writing through it would
+    land wherever it points. With `directory` given, so is a folder where a file goes or a
+    file where a folder goes. So is a file where a parent folder would go. Nothing is created.
     """
     path = Path(path)
+    if path.is_symlink():
+        raise DataError(path, None, f"is a symbolic link (to {os.readlink(path)}); refusing to "
+                                    "replace it: give the real path of the output")
+    if directory is not None and path.exists() and path.is_dir() != directory:
+        found, expected = ("a folder", "a file") if path.is_dir() else ("a file", "a folder")
+        raise DataError(path, None, f"is {found}; this output is {expected}: remove it or give "
+                                    "another path")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise DataError(ancestor, None, f"is a file, so {path} cannot be written")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, *, directory: bool | None = None) -> Iterator[Path]:
+    """Yield a temporary sibling of `path`; move it onto `path` only if the block succeeds.
+
+    Works for files and directories (`directory` says which, so that an output of the other
+    kind in the way is refused before the block runs; see `check_output`). On failure the
+    temporary is removed and any existing `path` is left untouched.
+    """
+    path = check_output(path, directory=directory)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     _remove(tmp)
     try:
         yield tmp
-        if path.is_dir() and tmp.is_dir() and not path.is_symlink():
+        check_output(path, directory=tmp.is_dir())
+        if path.is_dir() and tmp.is_dir():
             # Two renames: the old folder moves aside first, so a kill at any moment leaves
             # either the old folder or the new one at `path`, never neither.
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
@@ -135,7 +170,7 @@ def parquet_writer(
     path: str | Path, schema: pa.Schema, prov: Mapping[str, Any] | None = None
 ) -> Iterator[pq.ParquetWriter]:
     """A streaming parquet writer (one row group per `write_table`) that lands atomically."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, directory=False) as tmp:
         writer = pq.ParquetWriter(tmp, _with_provenance(schema, prov), compression="zstd")
         try:
             yield writer
@@ -173,9 +208,7 @@ def check_schema(path: str | Path, actual: pa.Schema, expected: pa.Schema) -> No
 
 def open_parquet(path: str | Path, schema: pa.Schema | None = None) -> pq.ParquetFile:
     """Open a parquet artifact for streaming; a missing or non-parquet file names the path."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(path, None, "file not found")
+    path = input_file(path)
     try:
         file = pq.ParquetFile(path)
     except (OSError, pa.ArrowException) as err:

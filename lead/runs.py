@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from lead import trec
 from lead.errors import DataError
+from lead.io import input_file
 
 Source = pd.DataFrame | str | Path
 _PARQUET_MAGIC = b"PAR1"
@@ -82,9 +83,7 @@ def read_source(
     """The `required` (and present `optional`) columns of a DataFrame, parquet or TREC file."""
     if isinstance(source, pd.DataFrame):
         return _columns(source, "<" + what + " DataFrame>", what, required, optional)
-    path = Path(source)
-    if not path.is_file():
-        raise DataError(path, None, "file not found")
+    path = input_file(source)
     with path.open("rb") as handle:
         parquet = handle.read(len(_PARQUET_MAGIC)) == _PARQUET_MAGIC
     if parquet or path.suffix == ".parquet" or read_trec is None:

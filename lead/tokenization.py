@@ -24,7 +24,7 @@ from tokenizers import Encoding, Tokenizer
 
 from lead import schemas
 from lead.errors import ConfigError, DataError
-from lead.io import atomic_path, iter_batches, parquet_writer, provenance
+from lead.io import atomic_path, iter_batches, open_parquet, parquet_writer, provenance
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 # The position limit of BERT-style encoders; the stages truncate further per model.
@@ -91,7 +91,8 @@ def load_tokenizer(tokenizer_dir: str | Path):
     try:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     except Exception as err:  # transformers raises OSError, ValueError, KeyError, ...
-        raise ConfigError(f"{tokenizer_dir}: cannot load a tokenizer: {err}") from err
+        message = " ".join(str(err).split()) or type(err).__name__  # one line
+        raise ConfigError(f"{tokenizer_dir}: cannot load a tokenizer: {message}") from err
     if not getattr(tokenizer, "is_fast", False):
         raise ConfigError(
             f"{tokenizer_dir}: {type(tokenizer).__name__} is not a fast (Rust) tokenizer; "
@@ -124,9 +125,7 @@ def batch_encoder(tokenizer_dir: str | Path, max_length: int) -> BatchEncoder:
 
 def _input_kind(path: Path) -> tuple[pa.Schema, str]:
     """CORPUS or QUERIES, told apart by the id column."""
-    if not path.exists():
-        raise DataError(path, None, "file not found")
-    names = pq.read_schema(path).names
+    names = open_parquet(path).schema_arrow.names
     if "doc_id" in names:
         return schemas.CORPUS, "doc_id"
     if "query_id" in names:
@@ -347,5 +346,5 @@ def train_tokenizer(
         sep_token="[SEP]",
         mask_token="[MASK]",
     )
-    with atomic_path(out_dir) as tmp:
+    with atomic_path(out_dir, directory=True) as tmp:
         wrapped.save_pretrained(tmp)

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from lead.errors import ConfigError, DataError
-from lead.io import atomic_path
+from lead.io import atomic_path, input_file
 
 RUN_FIELDS = ("query_id", "Q0", "doc_id", "rank", "score", "tag")
 QRELS_FIELDS = ("query_id", "iteration", "doc_id", "relevance")
@@ -45,9 +45,7 @@ def read_qrels(path: str | Path) -> dict[str, pa.Array]:
 def _read_fields(
     path: Path, names: Sequence[str], layout: str, other_layout: str
 ) -> dict[str, pa.Array]:
-    if not path.exists():
-        raise DataError(path, None, "file not found")
-    raw = path.read_bytes()
+    raw = input_file(path).read_bytes()
     table = _arrow_fields(raw, names)
     if table is not None:
         return {name: table[name].combine_chunks() for name in names}
@@ -149,7 +147,8 @@ def write_run(
         pa.scalar(tag, text),
         pa.scalar(" ", text),
     )
-    with atomic_path(out_path) as tmp, tmp.open("w", encoding="utf-8", newline="\n") as handle:
+    with (atomic_path(out_path, directory=False) as tmp,
+          tmp.open("w", encoding="utf-8", newline="\n") as handle):
         for start in range(0, len(lines), _LINES_PER_WRITE):
             chunk = lines.slice(start, _LINES_PER_WRITE).to_pylist()
             handle.write("\n".join(chunk) + "\n")

@@ -32,8 +32,9 @@ def shard_arguments(args: argparse.Namespace, settings: dict) -> tuple[int, int]
 
     if args.shard is None and args.num_shards is not None:
         raise ConfigError("--num-shards needs --shard")
-    shard = args.shard or 0
-    return shard, 1 if args.shard is None else args.num_shards or settings["shards"]
+    if args.shard is None:
+        return 0, 1
+    return args.shard, settings["shards"] if args.num_shards is None else args.num_shards
 
 
 def run(args: argparse.Namespace) -> None:

@@ -31,8 +31,10 @@ def run(args: argparse.Namespace) -> None:
     from lead.config import parse_settings, resolve
     from lead.data import negatives
     from lead.errors import ConfigError
+    from lead.io import check_output
 
     settings = resolve("negatives", parse_settings(args.settings))
+    check_output(args.out, directory=False)  # before the retrieval, not after it
     source, depth = settings["source"], settings["depth"]
     common = {"depth": depth, "strict": args.strict}
     if source == "bm25":

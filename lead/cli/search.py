@@ -23,10 +23,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from lead.config import parse_settings, resolve
+    from lead.io import check_output
     from lead.runs import export_trec
     from lead.search import search
+    from lead.trec import check_tag
 
     settings = resolve("search", parse_settings(args.settings))
+    if args.trec:  # both outputs or neither: what would refuse the second is checked first
+        check_tag(args.tag)
+        check_output(args.trec, directory=False)
     search(args.queries, args.corpus, args.out, settings)
     if args.trec:
         export_trec(args.out, args.trec, args.tag)

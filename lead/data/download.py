@@ -232,6 +232,15 @@ def _transfer(url: str, partial: Path, size: int | None, timeout: float) -> int 
                 while chunk := response.read(CHUNK):
                     out.write(chunk)
                     received += len(chunk)
+                    if size is not None and offset + received > size:
+                        # Another file, or a server that never stops: not a disk's worth.
+                        partial.unlink()
+                        raise DataError(
+                            partial.with_name(partial.name.removesuffix(".partial")), None,
+                            f"the download failed verification (size: expected {size} bytes, "
+                            f"got {offset + received} so far); stopped and deleted it: check "
+                            f"{url}, then run again",
+                        )
                     progress.update(offset + received)
             except http.client.IncompleteRead as err:
                 out.write(err.partial)  # the whole chunks that came before the cut

@@ -9,7 +9,6 @@ gold passages stayed among the negatives.
 
 from __future__ import annotations
 
-import gzip
 import itertools
 import logging
 import sys
@@ -24,6 +23,7 @@ import pyarrow.compute as pc
 
 from lead import schemas
 from lead.data.corpus import known_ids
+from lead.data.tsv import CORRUPT_GZIP, open_binary
 from lead.errors import DataError
 from lead.io import iter_batches, provenance, read_table, write_table
 
@@ -160,27 +160,24 @@ def bm25_groups(
 # --- qidpidtriples --------------------------------------------------------------------------
 
 
-def _open(path: Path):
-    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
-
-
 def _triples(path: Path) -> Iterator[tuple[int, str, str, str]]:
     """(line number, qid, positive pid, negative pid) of a `qid\\tpos\\tneg` file, streamed."""
-    if not path.exists():
-        raise DataError(path, None, "file not found")
-    with _open(path) as lines:
-        for number, raw in enumerate(lines, start=1):
-            try:
-                fields = raw.decode("utf-8").rstrip("\r\n").split("\t")
-            except UnicodeDecodeError as err:
-                raise DataError(path, number, f"not UTF-8 ({err.reason})") from err
-            if len(fields) != 3 or not all(fields):
-                raise DataError(
-                    path, number,
-                    f"expected 3 non-empty tab-separated fields (qid, positive pid, "
-                    f"negative pid), got {raw[:80]!r}",
-                )
-            yield number, fields[0], fields[1], fields[2]
+    try:
+        with open_binary(path) as lines:
+            for number, raw in enumerate(lines, start=1):
+                try:
+                    fields = raw.decode("utf-8").rstrip("\r\n").split("\t")
+                except UnicodeDecodeError as err:
+                    raise DataError(path, number, f"not UTF-8 ({err.reason})") from err
+                if len(fields) != 3 or not all(fields):
+                    raise DataError(
+                        path, number,
+                        f"expected 3 non-empty tab-separated fields (qid, positive pid, "
+                        f"negative pid), got {raw[:80]!r}",
+                    )
+                yield number, fields[0], fields[1], fields[2]
+    except CORRUPT_GZIP as err:
+        raise DataError(path, None, f"truncated or corrupt gzip file: {err}") from err
 
 
 def _given_candidates(

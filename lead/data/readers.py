@@ -7,10 +7,8 @@ errors; the tolerable ones go through `lead.data.checks.Checks`.
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
-import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ import pyarrow.compute as pc
 from lead.data.checks import Checks
 from lead.data.corpus import UniqueIds
 from lead.data.text import BOM, check_ids, check_texts, refuse_nul, repair_mojibake
-from lead.data.tsv import iter_tsv, open_binary
+from lead.data.tsv import CORRUPT_GZIP, iter_tsv, open_binary
 from lead.errors import DataError
 
 _INTEGER = r"^[+-]?[0-9]{1,9}$"
@@ -143,13 +141,16 @@ def iter_jsonl(
                     raise DataError(path, number, f"invalid UTF-8: {err.reason}") from err
                 except json.JSONDecodeError as err:
                     raise DataError(path, number, f"invalid JSON: {err.msg}") from err
+                except RecursionError as err:  # json gives up on nesting near 1,000 levels
+                    raise DataError(path, number, "JSON nested too deeply to read; a corpus "
+                                                  "record is one flat object") from err
                 if not isinstance(value, dict):
                     raise DataError(path, number, "expected a JSON object")
                 rows.append((number, value))
                 if len(rows) >= batch_rows:
                     yield rows
                     rows = []
-    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+    except CORRUPT_GZIP as err:
         raise DataError(path, None, f"truncated or corrupt gzip file: {err}") from err
     if rows:
         yield rows

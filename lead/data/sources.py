@@ -16,8 +16,9 @@ from lead.config import resolve
 from lead.data import embedded, local, msmarco
 from lead.data.checks import Checks
 from lead.errors import ConfigError
-from lead.io import atomic_path
+from lead.io import atomic_path, check_output
 from lead.io import cache_dir as lead_cache_dir
+from lead.paths import check_name
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,11 @@ def build_dataset(
     settings = resolve("dataset", settings)
     out_dir = Path(out_dir)
     cache_dir = Path(cache_dir) if cache_dir is not None else lead_cache_dir()
+    _check_split_names(settings)
     _check_replaceable(out_dir)
     checks = Checks(settings["strict"])
     source = settings["source"]
-    with atomic_path(out_dir) as tmp:
+    with atomic_path(out_dir, directory=True) as tmp:
         tmp.mkdir()
         if source == "embedded":
             embedded.build(settings, tmp)
@@ -50,12 +52,25 @@ def build_dataset(
     checks.log_summary()
 
 
+def _check_split_names(settings: Mapping[str, Any]) -> None:
+    """Split names become file names: refused here, before anything is built, as the plan
+    refuses them (the schema's pattern lets a trailing newline through)."""
+    named = {"eval_splits": settings["eval_splits"]}
+    if settings["source"] == "beir":
+        named["beir.splits"] = settings["beir"]["splits"]
+    elif settings["source"] in ("trec", "tsv"):
+        named["local.queries"] = settings["local"]["queries"]
+        named["local.qrels"] = settings["local"]["qrels"]
+    for key, names in named.items():
+        for name in names:
+            check_name(name, f"config key dataset.{key}")
+
+
 def _check_replaceable(out_dir: Path) -> None:
     """Refuse to replace a folder holding anything the data stage did not write."""
+    check_output(out_dir, directory=True)
     if not out_dir.exists():
         return
-    if not out_dir.is_dir():
-        raise ConfigError(f"--out {out_dir} is a file, not a folder")
     foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in OUTPUTS)
     if foreign:
         raise ConfigError(

@@ -21,9 +21,13 @@ import pyarrow as pa
 from lead.data.checks import Checks
 from lead.data.text import BOM, ensure_utf8, strip_leading_bom
 from lead.errors import DataError
+from lead.io import input_file
 
 BLOCK_SIZE = 8 << 20  # ~20k MS MARCO passages: one parquet row group
 _TAB, _NEWLINE, _CR = 9, 10, 13
+_GZIP_MAGIC = b"\x1f\x8b"
+# What reading a truncated or damaged .gz raises, mid-stream.
+CORRUPT_GZIP = (EOFError, zlib.error, gzip.BadGzipFile)
 _WHITESPACE_RUN = re.compile(rb"[ \t]+")
 _EDGE_TAB = re.compile(rb"^\t|\t(?=\r?\n)", re.MULTILINE)
 # Column names that files of ids come with when exported with a header (pandas, BEIR, SQL):
@@ -49,10 +53,15 @@ class Batch:
 
 
 def open_binary(path: str | Path) -> IO[bytes]:
-    path = Path(path)
-    if not path.exists():
-        raise DataError(path, None, "file not found")
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    """The file's bytes, decompressed if it is named `.gz` (which it must then be)."""
+    path = input_file(path)
+    if path.suffix != ".gz":
+        return open(path, "rb")
+    with open(path, "rb") as file:
+        magic = file.read(len(_GZIP_MAGIC))
+    if magic and magic != _GZIP_MAGIC:
+        raise DataError(path, None, f"named .gz but not gzip-compressed (starts with {magic!r})")
+    return gzip.open(path, "rb")
 
 
 def iter_blocks(path: str | Path, block_size: int = BLOCK_SIZE) -> Iterator[memoryview]:
@@ -78,7 +87,7 @@ def iter_blocks(path: str | Path, block_size: int = BLOCK_SIZE) -> Iterator[memo
                 rest = bytes(buffer[cut:size])
                 if cut:
                     yield memoryview(buffer)[:cut]
-    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+    except CORRUPT_GZIP as err:
         raise DataError(path, None, f"truncated or corrupt gzip file: {err}") from err
     if rest:
         yield memoryview(rest + b"\n")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -245,7 +245,7 @@ class Encoder(nn.Module):
         from lead.modeling.export import write_sentence_transformers
 
         out_dir = Path(out_dir)
-        with atomic_path(out_dir) as tmp:
+        with atomic_path(out_dir, directory=True) as tmp:
             tmp.mkdir()
             self.backbone.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
@@ -497,15 +497,15 @@ def load_encoder(model_dir: str | Path) -> Encoder:
         raise ConfigError(
             f"{model_dir}: no tokenizer (expected one of {', '.join(_TOKENIZER_FILES)})"
         )
+    towers = [model_dir]  # the passage (or only) tower, then a separate query tower
+    if not spec.shared_towers:
+        towers.append(model_dir / QUERY_TOWER_DIR)
+        if not (towers[1] / "config.json").is_file():
+            raise ConfigError(f"{towers[1]}: missing query tower (shared_towers is false)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        backbone = AutoModel.from_pretrained(model_dir, dtype=torch.float32)
-        query_backbone = None
-        if not spec.shared_towers:
-            query_dir = model_dir / QUERY_TOWER_DIR
-            if not (query_dir / "config.json").is_file():
-                raise ConfigError(f"{query_dir}: missing query tower (shared_towers is false)")
-            query_backbone = AutoModel.from_pretrained(query_dir, dtype=torch.float32)
+        loaded = [AutoModel.from_pretrained(tower, dtype=torch.float32, output_loading_info=True)
+                  for tower in towers]
     except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(
@@ -513,6 +513,10 @@ def load_encoder(model_dir: str | Path) -> Encoder:
             "a truncated or empty model.safetensors, or a config.json that does not fit the "
             "weights? Rebuild the directory"
         ) from err
+    for tower, (_, loading) in zip(towers, loaded, strict=True):
+        _check_weights_fit(tower, loading)
+    backbone = loaded[0][0]
+    query_backbone = loaded[1][0] if len(loaded) > 1 else None
     encoder = build_encoder(spec, backbone, tokenizer, query_backbone)
     if encoder.head is not None:
         head_path = model_dir / HEAD_FILE
@@ -525,6 +529,20 @@ def load_encoder(model_dir: str | Path) -> Encoder:
                               f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
                               ) from err
     return encoder
+
+
+def _check_weights_fit(directory: Path, loading: Mapping[str, Any]) -> None:
+    """Refuse weights that config.json does not describe exactly: Hugging Face would draw a
+    missing weight at random and drop an unexpected one, and the model would load as another
+    (a config.json edited after saving, or one of another model)."""
+    for kind in ("missing_keys", "unexpected_keys"):
+        keys = sorted(loading.get(kind) or ())
+        if keys:
+            raise ConfigError(
+                f"{directory / 'config.json'}: does not fit the weights beside it "
+                f"({len(keys)} {kind.replace('_', ' ')}, e.g. {keys[0]!r}); a config.json "
+                "edited after saving, or of another model? Rebuild the directory"
+            )
 
 
 def _freeze_unused_pooler(backbone: nn.Module) -> None:

@@ -273,7 +273,8 @@ def _load_tokenizer(path: Path) -> Any:
     try:
         return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as err:
-        raise ConfigError(f"{path}: cannot load a tokenizer: {err}") from err
+        message = " ".join(str(err).split()) or type(err).__name__  # one line
+        raise ConfigError(f"{path}: cannot load a tokenizer: {message}") from err
 
 
 def _pretrained_backbone(path: Path) -> nn.Module:
@@ -282,7 +283,8 @@ def _pretrained_backbone(path: Path) -> nn.Module:
     try:
         return AutoModel.from_pretrained(path, dtype=torch.float32)
     except (OSError, ValueError) as err:
-        raise ConfigError(f"{path}: cannot load the model: {err}") from err
+        message = " ".join(str(err).split()) or type(err).__name__  # one line
+        raise ConfigError(f"{path}: cannot load the model: {message}") from err
 
 
 def _random_backbone(
