@@ -66,8 +66,41 @@ def validate(config: Mapping[str, Any], sub_schema: Mapping[str, Any] | None = N
     if errors:
         error = errors[0]
         key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
-        raise ConfigError(f"config key {key}: {error.message}")
+        raise ConfigError(f"config key {key}: {_shortened(error.message)}")
     return instance
+
+
+def _shortened(message: str, limit: int = 300) -> str:
+    """jsonschema quotes the offending value whole; a message stays one readable line."""
+    message = " ".join(message.split())
+    return message if len(message) <= limit else message[:limit] + " ..."
+
+
+def _yaml_error(err: yaml.YAMLError) -> str:
+    """PyYAML's message (several lines, with a caret drawing) as one line."""
+    return " ".join(str(err).split())
+
+
+MAX_VALUES = 100_000  # a config is a few hundred; YAML aliases can make five lines a million
+
+
+def _check_size(config: Any, source: str) -> None:
+    """Refuse a config that expands past MAX_VALUES (shared alias nodes counted each time they
+    are reached), before validation walks it."""
+    if not isinstance(config, dict):
+        return
+    for key, value in config.items():
+        count, stack = 0, [value]
+        while stack:
+            item = stack.pop()
+            count += 1
+            if count > MAX_VALUES:
+                raise ConfigError(f"{source}: config key {key}: expands past {MAX_VALUES:,} "
+                                  "values (nested YAML aliases?); write the values out")
+            if isinstance(item, dict):
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
 
 
 def resolve(section: str, settings: Mapping[str, Any] | None = None) -> dict:
@@ -93,8 +126,11 @@ def load(path: str | Path) -> dict:
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as err:
+    except OSError as err:
         raise ConfigError(f"{path}: cannot read config: {err}") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: cannot read config: {_yaml_error(err)}") from err
+    _check_size(raw, str(path))
     return validate(raw)
 
 
@@ -110,17 +146,23 @@ def layered(configfiles: list[Path], overrides: list[str]) -> tuple[dict, dict]:
     for path in configfiles or [DEFAULT_CONFIG]:
         try:
             loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:
+        except OSError as err:
             raise ConfigError(f"{path}: cannot read config: {err}") from err
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: cannot read config: {_yaml_error(err)}") from err
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a config is a mapping of keys, not {type(loaded).__name__}")
+        _check_size(loaded, str(path))
         _merge(raw, loaded)
     for item in overrides:
         key, found, value = item.partition("=")
         if not found or not key or "." in key:
             raise ConfigError(f"--config {item!r}: expected KEY=VALUE with a top-level KEY, as "
                               "snakemake --config takes them (nested values: a config file)")
-        raw[key] = yaml.safe_load(value)
+        try:
+            raw[key] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--config {item!r}: not a YAML value: {_yaml_error(err)}") from err
     return copy.deepcopy(raw), validate(raw)
 
 
@@ -144,7 +186,7 @@ def parse_settings(text: str | None) -> dict:
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError as err:
-            raise ConfigError(f"--settings is not valid JSON/YAML: {err}") from err
+            raise ConfigError(f"--settings is not valid JSON/YAML: {_yaml_error(err)}") from err
     if not isinstance(value, dict):
         raise ConfigError(f"--settings must be a mapping, got {type(value).__name__}")
     return value

@@ -160,6 +160,8 @@ def build(config: Mapping[str, Any], *, raw: Mapping[str, Any] | None = None) ->
     training = bool(students) or teacher_warm or student_warm
     dataset_given = raw is None or "dataset" in raw or training
     negatives = config["negatives"]
+    if training and negatives["source"] == "given":
+        _check_given_path(negatives.get("given_path"))
     miner = None
     if training and negatives["source"] == "dense":
         miner = ("teacher-warm" if teacher_warm else "teacher-init") \
@@ -322,6 +324,16 @@ def _source_splits(dataset: Mapping[str, Any]) -> set[str] | None:
 def _check_name(name: str, key: str) -> None:
     """Names become paths and shell words: one pattern (lead.paths) for all of them."""
     check_name(name, f"config key {key}")
+
+
+def _check_given_path(path: str | None) -> None:
+    """The triples file is a Snakemake input: braces would read as wildcards."""
+    if not path:
+        raise ConfigError("config key negatives.given_path: source: given needs the triples "
+                          "file (qid<TAB>positive pid<TAB>negative pid)")
+    if "{" in path or "}" in path:
+        raise ConfigError(f"config key negatives.given_path: {path!r} holds a brace, which "
+                          "Snakemake reads as a wildcard; rename the file")
 
 
 def _check_training(plan: Plan) -> None:

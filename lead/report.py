@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from lead import schemas
 from lead.config import resolve
 from lead.errors import ConfigError, DataError
-from lead.io import atomic_path, config_hash, read_table
+from lead.io import atomic_path, check_output, config_hash, read_table
 from lead.measures import measure_name
 from lead.schemas import METRICS
 from lead.significance import compare, compare_seeds
@@ -427,7 +427,10 @@ def build_report(
     if not splits or not models:
         raise ConfigError("the report needs at least one split and one model")
     metrics = Metrics(metrics_roots, levels or {})
-    out_md, plots_dir = Path(out_md), Path(plots_dir)
+    out_md = check_output(out_md, directory=False)
+    plots_dir = check_output(plots_dir, directory=True)
+    if tables is not None:
+        tables = check_output(tables, directory=False)
     level_notes = [f"{c} {s}: grade >= {metrics.level((c, s))}" for c, s in splits]
     quality, table_rows = _metrics_tables(resolved, metrics, models, splits)
     across, verdicts = _across_seeds(resolved, metrics, models, splits)

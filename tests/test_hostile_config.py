@@ -80,24 +80,19 @@ FAILS_LATER = {
     "a bm25 section typo": (tiny(negatives={"bm_25": {"k1": 1.2}}), "config key negatives"),
     "an evaluation split the source lacks": (tiny(dataset={"eval_splits": ["dl19"]}),
                                              "config key dataset.eval_splits"),
-}
-# The plan does not check these yet (lead/plan.py): the workflow then fails in Snakemake.
-NOT_YET = {
     "given negatives without a file": (tiny(negatives={"source": "given"}),
                                        "config key negatives.given_path"),
     "a given file name Snakemake reads as a wildcard": (
         tiny(negatives={"source": "given", "given_path": "triples.{x}.tsv"}),
         "config key negatives.given_path"),
 }
-NOT_YET_REASON = ("lead/plan.py does not check negatives.given_path (fix: refuse source given "
-                  "without it, and braces, which Snakemake takes for wildcards)")
 
 
 def cases() -> dict[str, tuple[dict, str]]:
     """Every config refused by both check-config and the workflow, with the key named."""
     found = {f"{where}={name!r}": (named(where, name), f"config key {where}")
              for where in NAME_KEYS for name in ("$(touch MARKER)",)}
-    return {**found, **FAILS_LATER, **NOT_YET}
+    return {**found, **FAILS_LATER}
 
 
 def check_config(capsys, config: dict, folder: Path) -> tuple[int, str]:
@@ -123,10 +118,9 @@ def test_check_config_refuses_a_name_that_is_no_path_or_word(capsys, here, where
     assert sorted(os.listdir()) == before and os.listdir(here) == ["config.yaml"]
 
 
-@pytest.mark.parametrize("case", [*FAILS_LATER, *(pytest.param(
-    case, marks=pytest.mark.xfail(strict=True, reason=NOT_YET_REASON)) for case in NOT_YET)])
+@pytest.mark.parametrize("case", FAILS_LATER)
 def test_check_config_refuses_what_would_fail_hours_later(capsys, here, case):
-    config, key = {**FAILS_LATER, **NOT_YET}[case]
+    config, key = FAILS_LATER[case]
     status, err = check_config(capsys, config, here)
     assert key in error_line("check-config", status, err)
 
@@ -162,8 +156,7 @@ def dry_runs(tmp_path_factory) -> dict[str, tuple[int, str, Path]]:
 
 
 @pytest.mark.slow  # a Snakemake process per case: a minute of CPU in all
-@pytest.mark.parametrize("case", [*(c for c in cases() if c not in NOT_YET), *(pytest.param(
-    case, marks=pytest.mark.xfail(strict=True, reason=NOT_YET_REASON)) for case in NOT_YET)])
+@pytest.mark.parametrize("case", cases())
 def test_the_workflow_refuses_before_any_job(dry_runs, case):
     status, output, workdir = dry_runs[case]
     key = cases()[case][1]
@@ -196,16 +189,11 @@ def test_a_hostile_given_path_runs_no_command(tmp_path):
     assert not list(workdir.rglob("MARKER*")) and not list(tmp_path.rglob("MARKER*"))
 
 
-YAML_REASON = ("lead/config.py puts PyYAML's multi-line message into the error (fix: one line, "
-               "' '.join(str(err).split()))")
-
 
 @pytest.mark.parametrize("text, expect", [
     ("- a list\n- of keys\n", "a config is a mapping of keys, not list"),
-    pytest.param("name: [tiny\n", "cannot read config",
-                 marks=pytest.mark.xfail(strict=True, reason=YAML_REASON)),
-    pytest.param("name: tiny\n\tsearch: {}\n", "cannot read config",
-                 marks=pytest.mark.xfail(strict=True, reason=YAML_REASON)),
+    ("name: [tiny\n", "cannot read config"),
+    ("name: tiny\n\tsearch: {}\n", "cannot read config"),
 ])
 def test_a_config_file_that_is_no_mapping_is_one_line(capsys, here, text, expect):
     path = here / "config.yaml"
@@ -215,10 +203,6 @@ def test_a_config_file_that_is_no_mapping_is_one_line(capsys, here, text, expect
     assert str(path) in line and expect in line
 
 
-@pytest.mark.xfail(strict=True, reason="lead/config.py repeats the offending value in the "
-                   "message: YAML aliases make a few lines a million values, and a 9-level "
-                   "version hangs check-config (fix: refuse a config that expands past a bound "
-                   "when loaded, and cut the value in messages with reprlib)")
 def test_a_config_of_nested_aliases_is_refused_in_one_short_line(capsys, here):
     """Five lines of YAML that stand for 111,110 values."""
     lines = ["name:", "  - &a0 [" + ", ".join(["xxxxxxxxxx"] * 10) + "]"]

@@ -291,9 +291,6 @@ def test_evaluate_writes_none_of_its_files_unless_all_can_be(capsys, work, roots
             expect=(str(out / existing), "is a folder"))
 
 
-@pytest.mark.xfail(strict=True, reason="lead/report.py writes plots and --tables before it "
-                   "finds that --out or --plots cannot be written (fix: check_output each "
-                   "output first)")
 @pytest.mark.parametrize("culprit", ["--out is a link", "--plots is a link to a folder outside"])
 def test_report_writes_nothing_unless_every_output_can_be_written(capsys, work, roots, built,
                                                                   culprit):
@@ -705,8 +702,6 @@ def test_settings_that_are_not_the_stage_section_are_one_line(capsys, work, root
             expect=(expect,))
 
 
-@pytest.mark.xfail(strict=True, reason="lead/config.py puts PyYAML's multi-line message into "
-                   "the error (fix: one line, ' '.join(str(err).split()))")
 @pytest.mark.parametrize("settings", ["{a: [", "key: value: other", "\t- tab"])
 def test_settings_that_are_not_yaml_are_one_line(capsys, work, roots, built, settings):
     refused(capsys, roots, "encode", "--model", built / "model", "--tokens",
