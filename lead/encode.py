@@ -146,8 +146,8 @@ def non_finite_problem(vectors: np.ndarray, stored: np.ndarray) -> tuple[int, st
         return None
     row = int(np.argmax(bad))
     if np.isfinite(vectors[row]).all():
-        return row, f"embedding exceeds the range of {stored.dtype}: store float32 (encode.dtype)"
-    return row, "the embedding is not finite (NaN or inf): is the model broken?"
+        return row, f"produced an embedding beyond the range of {stored.dtype}: store float32"
+    return row, "produced a non-finite embedding (NaN or inf)"
 
 
 def embeddings_table(ids: pa.Array, stored: np.ndarray, schema: pa.Schema) -> pa.Table:
@@ -235,7 +235,7 @@ def encode_tokens(
             if problem:
                 row, message = problem
                 where = f"row {first_row + row}, id {batch.column('id')[row].as_py()!r}"
-                raise DataError(tokens_path, where, f"{model}: {message}; nothing was written")
+                raise DataError(tokens_path, where, f"{model} {message}; nothing was written")
             writer.write_table(embeddings_table(batch.column("id"), stored, schema))
             written += batch.num_rows
     progress.finish()
