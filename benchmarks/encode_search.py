@@ -20,7 +20,9 @@ materialised with lead's own init-model code), one set of passages, one batch si
 
 Passages are generated English-like text (words of the model's vocabulary, 20-110 words)
 unless --corpus names a corpus parquet. Each timing is the best of --repeats runs,
-interleaved. (PYTHONPATH=. makes the checkout's `lead` the one imported.)
+interleaved; in (a) the passages are timed in --slices slices, contender after contender,
+and a contender's time is the sum of its best slice times (see `sliced_best_times`).
+(PYTHONPATH=. makes the checkout's `lead` the one imported.)
 """
 
 from __future__ import annotations
@@ -47,7 +49,13 @@ import pyarrow.parquet as pq
 import torch
 
 from lead.config import resolve
-from lead.encode import compile_towers, cpu_has_native_bf16, encode_tokens, encoder_embed
+from lead.encode import (
+    compile_towers,
+    cpu_has_native_bf16,
+    encode_tokens,
+    encoder_embed,
+    shard_rows,
+)
 from lead.io import write_table
 from lead.modeling import load_encoder
 from lead.modeling.init import init_model
@@ -78,6 +86,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=128, help="tokens per passage")
     parser.add_argument("--repeats", type=int, default=3, help="timings are the best of these")
+    parser.add_argument(
+        "--slices", type=int, default=8,
+        help="(a) times the passages in this many slices, each the best of --repeats",
+    )
     parser.add_argument(
         "--threads", type=int, default=torch.get_num_threads(),
         help="torch and faiss threads for every contender (default: torch's default)",
@@ -122,6 +134,27 @@ def best_times(
             best[name].wall = min(best[name].wall, time.perf_counter() - wall)
             best[name].cpu = min(best[name].cpu, time.process_time() - cpu)
     return best, results
+
+
+def sliced_best_times(
+    contenders: dict[str, Callable[[int], object]], slices: int, repeats: int
+) -> tuple[dict[str, Timing], dict[str, list]]:
+    """Each contender's time as the sum over its slices of the best time of each slice (and
+    the last result of each slice). Contenders alternate slice by slice: a slice is short, so
+    its best time is likely from a quiet moment of a machine shared with other jobs, which
+    a whole run of several seconds per contender seldom gets."""
+    best = {name: [Timing() for _ in range(slices)] for name in contenders}
+    results: dict[str, list] = {name: [None] * slices for name in contenders}
+    for _ in range(repeats):
+        for part in range(slices):
+            for name, fn in contenders.items():
+                wall, cpu = time.perf_counter(), time.process_time()
+                results[name][part] = fn(part)
+                timing = best[name][part]
+                timing.wall = min(timing.wall, time.perf_counter() - wall)
+                timing.cpu = min(timing.cpu, time.process_time() - cpu)
+    total = {name: sum(timings, Timing(0.0, 0.0)) for name, timings in best.items()}
+    return total, results
 
 
 def print_rows(rows: list[tuple[str, Timing]], count: int, unit: str) -> None:
@@ -195,23 +228,36 @@ def bench_encoding(args: argparse.Namespace, model_dir: Path, work: Path) -> np.
         compile_seconds[name] = time.perf_counter() - start
     dim = encoder.hidden_size
 
-    def lead(name: str) -> Callable[[], None]:
-        return lambda: encode_tokens(
-            tokens, work / f"{name}.parquet", embeds[name], dim, batch_size=args.batch_size
-        )
+    # Slices of the passages are contiguous shards of the tokens file, as `lead encode
+    # --shard` runs them; ST encodes the same texts.
+    def lead(name: str) -> Callable[[int], Path]:
+        def run(part: int) -> Path:
+            out = work / f"{name}-{part}.parquet"
+            encode_tokens(tokens, out, embeds[name], dim, batch_size=args.batch_size,
+                          shard=part, num_shards=args.slices)
+            return out
 
-    times, results = best_times(
-        {"st": lambda: st.encode(texts, batch_size=args.batch_size),
-         **{name: lead(name) for name in embeds}},
+        return run
+
+    def sentence_transformers(part: int) -> np.ndarray:
+        start, stop = shard_rows(len(texts), part, args.slices)
+        return st.encode(texts[start:stop], batch_size=args.batch_size)
+
+    times, results = sliced_best_times(
+        {"st": sentence_transformers, **{name: lead(name) for name in embeds}},
+        args.slices,
         args.repeats,
     )
     st_t, plain_t, fp32_t, bf16_t = times["st"], times["plain"], times["fp32"], times["bf16"]
-    plain, fp32, bf16 = (read_vectors(work / f"{name}.parquet") for name in embeds)
+    plain, fp32, bf16 = (np.concatenate([read_vectors(path) for path in results[name]])
+                         for name in embeds)
+    st_vectors = np.concatenate(results["st"])
 
     n, lengths = len(texts), lengths.to_numpy()
     print(f"\n(a) corpus encoding: {n} passages, {lengths.sum()} tokens (mean "
           f"{lengths.mean():.0f}, max length {args.max_length}), batch size {args.batch_size}, "
-          f"{torch.get_num_threads()} torch thread(s), torch {torch.__version__}")
+          f"{torch.get_num_threads()} torch thread(s), torch {torch.__version__}; each time is "
+          f"the sum over {args.slices} slices of the best of {args.repeats}")
     native = cpu_has_native_bf16()
     print(f"    CPU capability {torch.backends.cpu.get_cpu_capability()}; native bf16 "
           f"(AVX512-BF16 or AMX): {native}"
@@ -228,10 +274,11 @@ def bench_encoding(args: argparse.Namespace, model_dir: Path, work: Path) -> np.
         n,
         "passages",
     )
+    saved = plain_t.wall - fp32_t.wall  # seconds the fast path saves on these n passages
+    payoff = f"from ~{compile_seconds['fp32'] / saved * n:.0f} passages" if saved > 0 else "never"
     print(f"    one-off compilation (first batch, cold cache): fp32 "
-          f"{compile_seconds['fp32']:.1f} s, bf16 {compile_seconds['bf16']:.1f} s; fp32 pays off "
-          "from ~"
-          f"{compile_seconds['fp32'] / max(plain_t.wall - fp32_t.wall, 1e-9) * n:.0f} passages")
+          f"{compile_seconds['fp32']:.1f} s, bf16 {compile_seconds['bf16']:.1f} s; at these "
+          f"rates compiling fp32 pays off {payoff}")
     print(f"    lead fp32 fast vs ST fp32:         {st_t.ratio(fp32_t)}  (target >= 1.2x)")
     print(f"    lead fp32 plain vs ST fp32:        {st_t.ratio(plain_t)}")
     print(f"    lead fp32 fast vs lead fp32 plain: {plain_t.ratio(fp32_t)}")
@@ -242,7 +289,7 @@ def bench_encoding(args: argparse.Namespace, model_dir: Path, work: Path) -> np.
           "(target >= 0.99999)")
     print(f"    min cosine bf16 vs fp32 plain:     {min_cosine(bf16, plain):.5f}  "
           "(target >= 0.999)")
-    print(f"    max |lead fp32 plain - ST| element: {np.abs(plain - results['st']).max():.1e} "
+    print(f"    max |lead fp32 plain - ST| element: {np.abs(plain - st_vectors).max():.1e} "
           "(same model, same pooling)")
     return plain
 
