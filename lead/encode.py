@@ -40,8 +40,9 @@ SORT_WINDOW_BATCHES = 32
 ROLES = ("query", "passage")
 # Progress lines while encoding: at most one per this many seconds.
 PROGRESS_SECONDS = 30.0
-# Rows from which a CPU shard is worth compiling: a cold compile of a 6-layer MiniLM takes
-# ~40 s on 2 cores and saves ~15% of the forward pass (benchmarks/encode_search.py).
+# Rows from which a CPU shard is worth compiling: on 2 cores a cold compilation of MiniLM-L6
+# takes 30-40 s and then saves 5-15% of the eager time, ~0.5-1 s per 800 passages of ~70
+# tokens (benchmarks/encode_search.py): it pays off from some 25-75 thousand passages.
 # The schema's `encode.compile_min_rows`, once it has one, overrides this.
 COMPILE_MIN_ROWS = 50_000
 
