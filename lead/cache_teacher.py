@@ -20,6 +20,7 @@ from lead.encode import encode_tokens
 from lead.errors import ConfigError
 from lead.io import provenance
 from lead.modeling import collate, load_encoder
+from lead.tokenization import check_tokenizer
 
 
 def cache_file(
@@ -40,6 +41,7 @@ def cache_file(
             f"{model_dir} is a {encoder.kind} model: only a dual-encoder teacher has a layer "
             "cache (ColBERT and cross-encoder teachers run live)"
         )
+    check_tokenizer(model_dir, tokens_path)
     encoder.eval()
     layers = list(range(1, encoder.num_layers + 1))
     encode = encoder.encode_query if role == "query" else encoder.encode_passage
@@ -57,7 +59,7 @@ def cache_file(
         tokens_path, out_path, embed, encoder.num_layers * encoder.hidden_size,
         batch_size=batch_size, shard=shard, num_shards=num_shards,
         vocab_size=encoder.backbone.get_input_embeddings().num_embeddings, prov=prov,
-        schema=schema,
+        schema=schema, model=model_dir,
     )
 
 
@@ -69,7 +71,7 @@ def embeddings_from_cache(
     model), in the cache's row order. Exact for a float32 cache; no forward pass."""
     import pyarrow as pa
 
-    from lead.encode import embeddings_table
+    from lead.encode import embeddings_table, stored_values
     from lead.io import iter_batches, open_parquet, parquet_writer
     from lead.schemas import embeddings
 
@@ -91,6 +93,7 @@ def embeddings_from_cache(
             last = torch.from_numpy(flat.reshape(-1, layers, dim)[:, -1].astype(np.float32))
             with torch.inference_mode():
                 vectors = encoder.represent(last).numpy()
-            writer.write_table(embeddings_table(batch.column("id"), vectors, schema))
+            writer.write_table(embeddings_table(batch.column("id"),
+                                                stored_values(vectors, schema), schema))
             written += batch.num_rows
     return written

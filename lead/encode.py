@@ -5,13 +5,20 @@ each batch carries almost no padding, and the window is written back in input or
 output lines up with the tokens file row for row (and shards concatenate to the whole file).
 Memory depends on the window, never on the corpus. The output lands atomically: a killed job
 leaves nothing, and rerunning redoes only its own shard.
+
+On CPU a large enough shard runs the backbone through torch.compile (inductor, dynamic shapes,
+frozen weights): the forward pass is bound by its matrix products, and compiling fuses the
+rest (bias, GELU, residual + LayerNorm, the attention reshapes) around them. What an encoder's
+representation is stays defined by `Encoder.encode_query` / `encode_passage`; only the
+backbone's execution changes.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +31,20 @@ from lead.errors import ConfigError, DataError
 from lead.io import open_parquet, parquet_writer, provenance
 from lead.modeling import Encoder, collate, load_encoder
 from lead.schemas import TOKENS, embeddings
+from lead.tokenization import check_tokenizer
 
 log = logging.getLogger(__name__)
 
 # Rows sorted together, in batches: bounds memory while leaving little padding to sort away.
 SORT_WINDOW_BATCHES = 32
 ROLES = ("query", "passage")
+# Progress lines while encoding: at most one per this many seconds.
+PROGRESS_SECONDS = 30.0
+# Rows from which a CPU shard is worth compiling: on 2 cores a cold compilation of MiniLM-L6
+# takes 30-40 s and then saves 5-15% of the eager time, ~0.5-1 s per 800 passages of ~70
+# tokens (benchmarks/encode_search.py): it pays off from some 25-75 thousand passages.
+# The schema's `encode.compile_min_rows`, once it has one, overrides this.
+COMPILE_MIN_ROWS = 50_000
 
 Embed = Callable[[list[Sequence[int]]], np.ndarray]
 
@@ -96,8 +111,14 @@ def _row_problem(doc_id: str | None, row: list[int] | None, vocab_size: int | No
     return None
 
 
-def encode_window(rows: list[Sequence[int]], embed: Embed, batch_size: int) -> np.ndarray:
-    """Embed rows in length-sorted batches; the result is in the input order."""
+def encode_window(
+    rows: list[Sequence[int]],
+    embed: Embed,
+    batch_size: int,
+    on_batch: Callable[[int], None] = lambda rows: None,
+) -> np.ndarray:
+    """Embed rows in length-sorted batches; the result is in the input order. `on_batch` is
+    told the number of rows of each batch done."""
     lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
     order = np.argsort(-lengths, kind="stable")
     out: np.ndarray | None = None
@@ -107,15 +128,70 @@ def encode_window(rows: list[Sequence[int]], embed: Embed, batch_size: int) -> n
         if out is None:
             out = np.empty((len(rows), vectors.shape[1]), dtype=np.float32)
         out[chosen] = vectors
+        on_batch(len(chosen))
     return out
 
 
-def embeddings_table(ids: pa.Array, vectors: np.ndarray, schema: pa.Schema) -> pa.Table:
-    """(id, vector) rows under `schema`, whose second column is the fixed-size vector."""
-    value_type = schema.field(1).type.value_type
-    flat = pa.array(vectors.astype(value_type.to_pandas_dtype(), copy=False).ravel())
-    column = pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
+def stored_values(vectors: np.ndarray, schema: pa.Schema) -> np.ndarray:
+    """The vectors in the embedding column's value type (overflow is `non_finite_problem`'s)."""
+    value_type = schema.field(1).type.value_type  # the vector column (of any schema)
+    with np.errstate(over="ignore"):
+        return vectors.astype(value_type.to_pandas_dtype(), copy=False)
+
+
+def non_finite_problem(vectors: np.ndarray, stored: np.ndarray) -> tuple[int, str] | None:
+    """The first row whose stored embedding is not finite, and why: search would fail on it
+    much later, far from the model that produced it."""
+    bad = ~np.isfinite(stored).all(axis=1)
+    if not bad.any():
+        return None
+    row = int(np.argmax(bad))
+    if np.isfinite(vectors[row]).all():
+        return row, f"produced an embedding beyond the range of {stored.dtype}: store float32"
+    return row, "produced a non-finite embedding (NaN or inf)"
+
+
+def embeddings_table(ids: pa.Array, stored: np.ndarray, schema: pa.Schema) -> pa.Table:
+    column = pa.FixedSizeListArray.from_arrays(pa.array(stored.ravel()), stored.shape[1])
     return pa.Table.from_arrays([ids, column], schema=schema)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+class Progress:
+    """Rows done, their rate and the time left, logged at most once per `every` seconds."""
+
+    def __init__(
+        self,
+        total: int,
+        what: str,
+        unit: str = "rows",
+        every: float = PROGRESS_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.total, self.what, self.unit, self.every, self.clock = total, what, unit, every, clock
+        self.done = 0
+        self.started = self.last = clock()
+        log.info("%s: encoding %d %s", what, total, unit)
+
+    def advance(self, rows: int) -> None:
+        self.done += rows
+        now = self.clock()
+        if now - self.last < self.every or self.done >= self.total:
+            return
+        self.last = now
+        rate = self.done / max(now - self.started, 1e-9)
+        log.info("%s: %d of %d %s, %.1f %s/s, ETA %s", self.what, self.done, self.total,
+                 self.unit, rate, self.unit, _duration((self.total - self.done) / rate))
+
+    def finish(self) -> None:
+        seconds = self.clock() - self.started
+        log.info("%s: encoded %d %s in %s, %.1f %s/s", self.what, self.done, self.unit,
+                 _duration(seconds), self.done / max(seconds, 1e-9), self.unit)
 
 
 def encode_tokens(
@@ -131,12 +207,15 @@ def encode_tokens(
     vocab_size: int | None = None,
     prov: Mapping[str, Any] | None = None,
     schema: pa.Schema | None = None,
+    model: str | Path = "the encoder",
+    unit: str = "rows",
 ) -> int:
     """Embed shard `shard` of `num_shards` of a tokens file with `embed`; returns rows written.
 
     `embed` maps a list of token id lists to a float32 (n, dim) array; it is the model-free
     core, so any encoder (or a test double of one) plugs in. `schema` replaces the
-    embeddings schema (e.g. a teacher's layer cache).
+    embeddings schema (e.g. a teacher's layer cache); `model` names it in errors,
+    `unit` the rows in progress lines. A non-finite embedding fails the shard, writing nothing.
     """
     tokens_path = Path(tokens_path)
     file = open_tokens(tokens_path)
@@ -147,35 +226,95 @@ def encode_tokens(
     schema = schema or embeddings(dim, dtype)
     window = batch_size * SORT_WINDOW_BATCHES
     written = 0
+    progress = Progress(stop - start, f"{tokens_path} rows {start}-{stop}", unit)
     with parquet_writer(out_path, schema, prov) as writer:
         for first_row, batch in iter_token_rows(file, start, stop, window):
             rows = token_lists(tokens_path, first_row, batch, vocab_size)
-            vectors = encode_window(rows, embed, batch_size)
+            vectors = encode_window(rows, embed, batch_size, progress.advance)
             if vectors.shape[1] != dim:
                 raise ConfigError(f"the encoder returned {vectors.shape[1]}-d vectors, not {dim}")
-            writer.write_table(embeddings_table(batch.column("id"), vectors, schema))
+            stored = stored_values(vectors, schema)
+            problem = non_finite_problem(vectors, stored)
+            if problem:
+                row, message = problem
+                where = f"row {first_row + row}, id {batch.column('id')[row].as_py()!r}"
+                raise DataError(tokens_path, where, f"{model} {message}; nothing was written")
+            writer.write_table(embeddings_table(batch.column("id"), stored, schema))
             written += batch.num_rows
-            log.info("encoded %d of %d rows of %s", written, stop - start, tokens_path)
+    progress.finish()
     return written
 
 
-def encoder_embed(encoder: Encoder, role: str, device: torch.device, bf16: bool) -> Embed:
-    """Wrap an Encoder as an `Embed`: inference mode, bf16 autocast when asked."""
+def encoder_embed(
+    encoder: Encoder, role: str, device: torch.device, bf16: bool, compiled: bool = False
+) -> Embed:
+    """Wrap an Encoder as an `Embed`: inference mode, bf16 autocast when asked.
+
+    `compiled` (the towers went through `compile_towers`): every call runs under
+    `compiled_calls`, and a one-row batch runs as two copies of its row, because dynamic
+    shapes specialise size 1 and would compile again.
+    """
     encode = encoder.encode_query if role == "query" else encoder.encode_passage
 
     def embed(rows: list[Sequence[int]]) -> np.ndarray:
+        width = len(rows)
+        if compiled and width == 1:
+            rows = [rows[0], rows[0]]
         batch = {name: t.to(device) for name, t in collate(rows, encoder.pad_id).items()}
         autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast, compiled_calls() if compiled else nullcontext():
             final = encode(batch).final
-        return final.float().cpu().numpy()
+        return final[:width].float().cpu().numpy()
 
     return embed
 
 
+@contextmanager
+def compiled_calls() -> Iterator[None]:
+    """The compiler settings of a call to a compiled tower, read whenever a call compiles:
+    weights frozen into the graph as constants (inductor then packs them for oneDNN and
+    folds what depends on them alone), and the eager tower should a compilation fail."""
+    with (
+        torch._inductor.config.patch(freezing=True),
+        torch._dynamo.config.patch(suppress_errors=True),
+    ):
+        yield
+
+
+def compile_towers(encoder: Encoder, device: torch.device) -> bool:
+    """Compile the encoder's towers in place (inductor on CPU, dynamic shapes so every batch
+    shape shares one compilation, weights frozen as constants); returns whether it did.
+
+    CUDA is left alone; without a working C++ compiler nothing is compiled. Compiled code
+    is cached by torch under its own cache directory (a temp dir by default), never in the
+    outputs.
+    """
+    if device.type != "cpu":
+        log.info("not compiling on %s: encoding eagerly", device.type)
+        return False
+    try:
+        from torch._inductor import cpp_builder
+
+        cpp_builder.get_cpp_compiler()
+    except Exception as err:  # InvalidCxxCompiler, or an inductor without this check
+        log.warning("not compiling: inductor has no working C++ compiler (%s: %s); "
+                    "encoding eagerly", type(err).__name__, err)
+        return False
+    for tower in (encoder.backbone, encoder.query_backbone):
+        if tower is not None:
+            tower.compile(dynamic=True)
+    log.info("compiling the backbone with torch.compile (inductor, dynamic shapes, frozen "
+             "weights): the first batch waits for the compiler")
+    return True
+
+
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 matrix products natively (AVX512-BF16 or AMX)."""
-    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    """Whether this CPU computes bf16 matrix products natively (AVX512-BF16 or AMX tiles).
+
+    oneDNN also "supports" bf16 on plain AVX512 by emulation, several times slower than
+    fp32, so its own support flag does not tell.
+    """
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
 def encode_file(
@@ -191,26 +330,35 @@ def encode_file(
     """The encode stage: a dual encoder's embeddings of one shard of a tokens file.
 
     `settings` is the resolved `encode` config section. bf16 autocast is always on for CUDA
-    and on CPU when `cpu_bf16` is set.
+    and on CPU when `cpu_bf16` is set. On CPU a shard of at least `compile_min_rows` rows
+    runs the backbone compiled (`compile_towers`).
     """
     if role not in ROLES:
         raise ConfigError(f"role must be one of {ROLES}, got {role!r}")
+    model_dir, tokens_path = Path(model_dir), Path(tokens_path)
     encoder = load_encoder(model_dir)
     if encoder.kind != "dual":
         raise ConfigError(
             f"{model_dir} is a {encoder.kind} model: only dual encoders produce single-vector "
             "embeddings for dense retrieval"
         )
+    start, stop = shard_rows(open_tokens(tokens_path).metadata.num_rows, shard, num_shards)
+    check_tokenizer(model_dir, tokens_path)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     bf16 = device.type == "cuda" or settings["cpu_bf16"]
     if device.type == "cpu" and bf16 and not cpu_has_native_bf16():
         log.warning("cpu_bf16 is set but this CPU has no native bf16: encoding will be slow")
     encoder.to(device).eval()
-    prov = provenance("encode", settings, role=role, shard=shard, num_shards=num_shards, bf16=bf16)
+    compiled = (
+        stop - start >= settings.get("compile_min_rows", COMPILE_MIN_ROWS)
+        and compile_towers(encoder, device)
+    )
+    prov = provenance("encode", settings, role=role, shard=shard, num_shards=num_shards,
+                      bf16=bf16, compiled=compiled)
     return encode_tokens(
         tokens_path,
         out_path,
-        encoder_embed(encoder, role, device, bf16),
+        encoder_embed(encoder, role, device, bf16, compiled),
         encoder.hidden_size,
         batch_size=settings["batch_size"],
         dtype=settings["dtype"],
@@ -218,4 +366,6 @@ def encode_file(
         num_shards=num_shards,
         vocab_size=encoder.backbone.get_input_embeddings().num_embeddings,
         prov=prov,
+        model=model_dir,
+        unit="queries" if role == "query" else "passages",
     )

@@ -24,7 +24,14 @@ from tokenizers import Encoding, Tokenizer
 
 from lead import schemas
 from lead.errors import ConfigError, DataError
-from lead.io import atomic_path, iter_batches, open_parquet, parquet_writer, provenance
+from lead.io import (
+    atomic_path,
+    iter_batches,
+    open_parquet,
+    parquet_writer,
+    provenance,
+    read_provenance,
+)
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 # The position limit of BERT-style encoders; the stages truncate further per model.
@@ -121,6 +128,22 @@ def batch_encoder(tokenizer_dir: str | Path, max_length: int) -> BatchEncoder:
         tokenizer.enable_truncation(max_length, strategy=strategy)
     fingerprint = hashlib.sha256(serialised.encode()).hexdigest()
     return BatchEncoder(single, pair, fingerprint)
+
+
+def check_tokenizer(model_dir: str | Path, tokens_path: str | Path) -> None:
+    """Tokens made by another tokenizer encode without error when their ids happen to fit the
+    vocabulary, into meaningless embeddings: compare the tokenizer hash the tokens file
+    records with the model's. Files that record none are taken as they are."""
+    recorded = read_provenance(tokens_path).get("settings", {})
+    expected = recorded.get("tokenizer_sha256")
+    if expected is None:
+        return
+    actual = batch_encoder(model_dir, recorded.get("max_length", MODEL_MAX_LENGTH)).fingerprint
+    if actual != expected:
+        raise ConfigError(
+            f"{tokens_path} was tokenized with another tokenizer (sha256 {expected[:12]}) than "
+            f"the one of {model_dir} (sha256 {actual[:12]}): tokenize with the model's tokenizer"
+        )
 
 
 def _input_kind(path: Path) -> tuple[pa.Schema, str]:

@@ -1,8 +1,11 @@
-"""Encoding: schema, dtype, sharding, determinism, padding invariance, atomic failure."""
+"""Encoding: schema, dtype, sharding, determinism, padding invariance, atomic failure,
+broken models and foreign tokens, progress lines, the compiled backbone."""
 
 from __future__ import annotations
 
 import itertools
+import logging
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -16,9 +19,10 @@ from lead.__main__ import main
 from lead.config import dumps, resolve
 from lead.encode import encode_file, encode_tokens, shard_rows
 from lead.errors import ConfigError, DataError
-from lead.io import write_table
+from lead.io import read_provenance, write_table
 from lead.modeling import collate, load_encoder
-from lead.schemas import TOKENS, embeddings
+from lead.schemas import CORPUS, TOKENS, embeddings
+from lead.tokenization import tokenize_file
 
 ROWS = 41
 
@@ -266,3 +270,250 @@ def test_empty_or_wrong_tokens_files_are_data_errors(model_dir, tmp_path):
     with pytest.raises(DataError, match=r"nothing\.parquet: file not found"):
         encode_file(model_dir, tmp_path / "nothing.parquet", "passage", tmp_path / "o.parquet",
                     settings())
+
+
+# --- hardening: non-finite embeddings, tokens from another tokenizer ---------------------
+
+
+def broken_copy(model_dir, out, damage):
+    """A copy of the model with `damage(encoder)` applied to its weights."""
+    encoder = load_encoder(model_dir)
+    with torch.no_grad():
+        damage(encoder)
+    return encoder.save(out)
+
+
+def tokens_with(path, rows):
+    ids = [f"p{i:03d}" for i in range(len(rows))]
+    write_table(pa.table({"id": ids, "input_ids": rows}, TOKENS), path)
+    return path
+
+
+def test_a_model_that_produces_nan_fails_naming_model_tokens_and_first_bad_row(
+    model_dir, tmp_path, capsys
+):
+    poisoned_token = 7  # rows holding this token get NaN embeddings, the others do not
+
+    def poison(encoder):
+        encoder.backbone.get_input_embeddings().weight[poisoned_token] = float("nan")
+
+    broken = broken_copy(model_dir, tmp_path / "broken", poison)
+    tokens = tokens_with(
+        tmp_path / "tokens.parquet",
+        [[2, 6, 3], [2, 8, 9, 3], [2, 9, poisoned_token, 3], [2, 6, 3], [2, poisoned_token, 3]],
+    )
+    out = tmp_path / "out.parquet"
+    with pytest.raises(DataError) as raised:
+        encode_file(broken, tokens, "passage", out, settings(batch_size=2))
+    message = str(raised.value)
+    assert message == (
+        f"{tokens} (row 2, id 'p002'): {broken} produced a non-finite embedding (NaN or inf); "
+        "nothing was written"
+    )
+    assert not out.exists()
+    # The same through the command line: one line, status 2, nothing written.
+    status = main(["encode", "--model", str(broken), "--tokens", str(tokens),
+                   "--role", "passage", "--out", str(out)])
+    assert status == 2
+    assert "row 2, id 'p002'" in capsys.readouterr().err
+    assert list(tmp_path.glob("*out.parquet*")) == []
+    # The undamaged model encodes the same tokens.
+    assert encode_file(model_dir, tokens, "passage", out, settings()) == 5
+
+
+def test_float16_overflow_is_refused_rather_than_stored_as_inf(model_dir, tmp_path):
+    def inflate(encoder):
+        encoder.backbone.encoder.layer[-1].output.LayerNorm.weight.mul_(1e6)
+
+    loud = broken_copy(model_dir, tmp_path / "loud", inflate)
+    tokens = tokens_with(tmp_path / "tokens.parquet", [[2, 6, 3], [2, 8, 9, 3]])
+    out = tmp_path / "out.parquet"
+    beyond = r"row 0, id 'p000'\): .*loud produced an embedding beyond the range of float16"
+    with pytest.raises(DataError, match=beyond):
+        encode_file(loud, tokens, "passage", out, settings(dtype="float16"))
+    assert not out.exists()
+    encode_file(loud, tokens, "passage", out, settings())  # float32 holds these values
+    assert np.isfinite(read_embeddings(out)[1]).all()
+
+
+@pytest.fixture(scope="module")
+def texts_corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("encode-texts") / "corpus.parquet"
+    texts = ["dense retrieval maps queries to vectors", "cats sleep on warm mats",
+             "the teacher scores every passage", "rivers flow to the sea"]
+    write_table(
+        pa.table({"doc_id": [f"d{i}" for i in range(len(texts))], "title": [""] * len(texts),
+                  "text": texts}, CORPUS),
+        path,
+    )
+    return path
+
+
+def test_tokens_of_another_tokenizer_are_refused_naming_both(
+    model_dir, texts_corpus, tmp_path
+):
+    # Another vocabulary, smaller than the model's: every id fits, none means the same.
+    other = make_tokenizer(tmp_path / "other-tokenizer", vocab_size=90, lowercase=False)
+    tokens = tmp_path / "other-tokens.parquet"
+    tokenize_file(other, texts_corpus, tokens, max_length=16)
+    ids = pq.read_table(tokens).column("input_ids").to_pylist()
+    vocab = load_encoder(model_dir).backbone.get_input_embeddings().num_embeddings
+    assert max(map(max, ids)) < vocab  # the vocabulary check alone would let these through
+    out = tmp_path / "out.parquet"
+    with pytest.raises(ConfigError) as raised:
+        encode_file(model_dir, tokens, "passage", out, settings())
+    message = str(raised.value)
+    assert str(tokens) in message and str(model_dir) in message and "\n" not in message
+    assert "another tokenizer" in message
+    assert not out.exists()
+
+
+def test_tokens_of_the_model_tokenizer_pass_after_the_model_is_saved_again(
+    model_dir, texts_corpus, tmp_path
+):
+    """The workflow tokenizes with the initial model and encodes with the trained one."""
+    tokens = tmp_path / "tokens.parquet"
+    tokenize_file(model_dir, texts_corpus, tokens, max_length=16)
+    trained = load_encoder(model_dir).save(tmp_path / "trained")
+    assert encode_file(trained, tokens, "query", tmp_path / "q.parquet", settings()) == 4
+
+
+# --- progress --------------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_progress_logs_start_bounded_updates_and_end(caplog):
+    clock = FakeClock()
+    with caplog.at_level(logging.INFO, logger="lead.encode"):
+        progress = encode_module.Progress(1000, "shard", "passages", every=30.0, clock=clock)
+        for _ in range(9):  # 9 batches within 29 s: no update line
+            clock.now += 29 / 9
+            progress.advance(10)
+        clock.now += 1.0  # 30 s after the start, 100 rows done: 3.3 rows/s, 900 to go
+        progress.advance(10)
+        clock.now += 10.0
+        progress.advance(10)  # only 10 s after the last line: none
+        clock.now += 20.0
+        progress.advance(890)  # done: the end line says so, no update line
+        progress.finish()
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines == [
+        "shard: encoding 1000 passages",
+        "shard: 100 of 1000 passages, 3.3 passages/s, ETA 4m30s",
+        "shard: encoded 1000 passages in 1m00s, 16.7 passages/s",
+    ]
+
+
+def test_encode_logs_progress_in_the_role_unit(model_dir, tokens_path, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="lead.encode"):
+        encode_file(model_dir, tokens_path, "query", tmp_path / "q.parquet", settings(),
+                    shard=1, num_shards=2)
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines[0] == f"{tokens_path} rows 20-41: encoding 21 queries"
+    assert lines[-1].startswith(f"{tokens_path} rows 20-41: encoded 21 queries in ")
+    assert lines[-1].endswith(" queries/s")
+
+
+# --- the compiled backbone ---------------------------------------------------------------
+
+
+def compiling(**overrides):
+    """Settings that compile whatever the shard size (the key is not in the schema yet)."""
+    return {**settings(**overrides), "compile_min_rows": 0}
+
+
+@pytest.fixture(scope="module")
+def compiled_runs(model_dir, tokens_path, tmp_path_factory):
+    """The tokens encoded twice with a compiled backbone (windows of 3 batches of 4 rows, so
+    batches of 4, 1 and other row counts and many lengths share one compilation)."""
+    from torch._dynamo.utils import counters
+
+    root = tmp_path_factory.mktemp("compiled")
+    runs = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(encode_module, "SORT_WINDOW_BATCHES", 3)
+        for name in ("first", "second"):
+            graphs = counters["stats"]["unique_graphs"]
+            out = root / f"{name}.parquet"
+            encode_file(model_dir, tokens_path, "passage", out, compiling())
+            runs.append((out, counters["stats"]["unique_graphs"] - graphs))
+    return runs
+
+
+def test_compiled_encoding_matches_the_plain_path(compiled_runs, model_dir, tokens_path):
+    (out, graphs), _ = compiled_runs
+    assert graphs >= 1  # the backbone really ran compiled
+    assert read_provenance(out)["compiled"] is True
+    ids, vectors = read_embeddings(out)
+    assert ids == [f"p{i:03d}" for i in range(ROWS)]
+    reference = one_by_one(model_dir, tokens_path)
+    cosine = (vectors * reference).sum(1) / (
+        np.linalg.norm(vectors, axis=1) * np.linalg.norm(reference, axis=1)
+    )
+    assert cosine.min() >= 0.99999
+    np.testing.assert_allclose(vectors, reference, rtol=1e-4, atol=1e-5)
+
+
+def test_compiled_encoding_is_byte_deterministic_and_compiles_once(compiled_runs):
+    (first, first_graphs), (second, second_graphs) = compiled_runs
+    assert first.read_bytes() == second.read_bytes()
+    # Dynamic shapes: every batch shape of a run shares its graphs; a one-row batch does not
+    # specialise (it runs as two copies of the row).
+    assert first_graphs == second_graphs == 1
+
+
+def test_compiled_weights_are_each_models_own(model_dir, tokens_path, tmp_path):
+    """Frozen weights are constants of a compiled graph: a second model in the same process
+    must not run with the first one's."""
+    other = spread_weights(
+        make_model(tmp_path / "other", make_tokenizer(tmp_path / "tok"), pooling="mean",
+                   hidden=16, seed=4),
+        seed=6, std=0.2,
+    )
+    out = tmp_path / "other.parquet"
+    encode_file(other, tokens_path, "passage", out, compiling())
+    np.testing.assert_allclose(
+        read_embeddings(out)[1], one_by_one(other, tokens_path), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_small_shards_run_eagerly(model_dir, tokens_path, tmp_path):
+    out = tmp_path / "small.parquet"
+    encode_file(model_dir, tokens_path, "passage", out,
+                {**settings(), "compile_min_rows": ROWS + 1})
+    assert read_provenance(out)["compiled"] is False
+
+
+def test_without_a_cxx_compiler_nothing_is_compiled(model_dir, tokens_path, tmp_path, caplog):
+    import torch._inductor.config as inductor
+
+    out, plain = tmp_path / "no-compiler.parquet", tmp_path / "plain.parquet"
+    no_compiler = inductor.patch({"cpp.cxx": (str(tmp_path / "no-such-c++"),)})
+    with no_compiler, caplog.at_level(logging.WARNING, logger="lead.encode"):
+        encode_file(model_dir, tokens_path, "passage", out, compiling())
+    assert read_provenance(out)["compiled"] is False
+    assert any("no working C++ compiler" in r.getMessage() for r in caplog.records)
+    encode_file(model_dir, tokens_path, "passage", plain, settings())
+    assert read_embeddings(out)[1].tobytes() == read_embeddings(plain)[1].tobytes()
+
+
+def test_cuda_is_never_compiled(model_dir):
+    encoder = load_encoder(model_dir)
+    assert encode_module.compile_towers(encoder, torch.device("cuda")) is False
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").is_file(), reason="needs Linux /proc/cpuinfo")
+def test_native_bf16_means_the_cpu_flags_say_so():
+    """oneDNN emulates bf16 on plain AVX512; only AVX512-BF16 or AMX make it fast."""
+    flags = set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            flags |= set(line.split(":", 1)[1].split())
+    assert encode_module.cpu_has_native_bf16() == bool(flags & {"avx512_bf16", "amx_bf16"})

@@ -89,11 +89,17 @@ def check_models(job: TrainingJob, student, teacher) -> None:
     """The model directories must be what the config describes (not a stale init)."""
     from lead.modeling import EncoderSpec
     from lead.modeling.init import resolve_model_settings
+    from lead.tokenization import check_tokenizer
 
     roles = [("student", student, job.student.model_dir)]
     if teacher is not None:
         roles.append(("teacher", teacher, job.teacher.model_dir))
     for role, model, path in roles:
+        files = job.student if role == "student" else job.teacher
+        dev = job.dev_query_tokens if role == "student" else files.dev_query_tokens
+        for tokens in (files.query_tokens, files.corpus_tokens, dev):
+            if tokens is not None:
+                check_tokenizer(path, tokens)
         if role not in job.model_settings:
             continue
         expected = EncoderSpec.from_settings(resolve_model_settings(job.model_settings[role]))
