@@ -298,8 +298,24 @@ def _collection(name: str, root: str, dataset: Mapping[str, Any], training: bool
     splits = list(dataset["eval_splits"])
     if training:
         splits = ["train", "dev", *splits]
+    else:
+        dataset = _scored_splits_only(dataset)
     return Collection(name, root, dataset, tuple(dataset["eval_splits"]),
                       tuple(sorted(set(splits))))
+
+
+def _scored_splits_only(dataset: dict) -> dict:
+    """A collection that trains nothing reads only the splits it is scored on: a train split
+    beside them would be read, cleaned and have a dev split carved out of it, for nothing."""
+    wanted = set(dataset["eval_splits"])
+    if dataset["source"] == "beir":
+        splits = dataset["beir"]["splits"]
+        dataset["beir"]["splits"] = {k: v for k, v in splits.items() if k in wanted}
+    elif dataset["source"] in ("trec", "tsv"):
+        for kind in ("queries", "qrels"):
+            files = dataset["local"][kind]
+            dataset["local"][kind] = {k: v for k, v in files.items() if k in wanted}
+    return dataset
 
 
 def _source_splits(dataset: Mapping[str, Any]) -> set[str] | None:

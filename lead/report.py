@@ -464,6 +464,7 @@ def build_report(
         f"Provenance: evaluate settings hash `{config_hash(resolved)}`; {_versions()}.",
     ]
     text = "\n".join(lines) + "\n"
+    plots_dir.mkdir(parents=True, exist_ok=True)  # a declared output, even with no plots
     if tables is not None:
         rows = ["collection\tsplit\tmodel\tmeasure\tvalue (%)"]
         rows += [f"{c}\t{s}\t{m}\t{name}\t{100 * v:.2f}" for c, s, m, name, v in table_rows]
