@@ -69,10 +69,16 @@ def ping_controller(timeout: float) -> None:
 
 
 def parse_dry_run(text: str) -> list[JobRequest]:
-    """The distinct requests of the cluster jobs in `snakemake --dry-run` output."""
+    """The distinct requests of the cluster jobs in `snakemake --dry-run` output.
+
+    Every rule the job stats count must show its box (rule name, threads, resources): a rule
+    whose one-line message hides it would otherwise go unchecked."""
     requests: dict[JobRequest, None] = {}
+    seen = set()
     for block in re.split(r"\n(?=\[[^\]\n]+\]\n)", text):
         head = re.search(r"^(localrule|rule) (\S+):$", block, re.MULTILINE)
+        if head:
+            seen.add(head.group(2))
         if not head or head.group(1) == "localrule":
             continue
         threads = re.search(r"^\s+threads: (\d+)$", block, re.MULTILINE)
@@ -84,6 +90,12 @@ def parse_dry_run(text: str) -> list[JobRequest]:
                 resources=_parse_resources(resources.group(1) if resources else ""),
             )
         ] = None
+    stats = text.split("Job stats:", 1)[1].split("\n\n", 1)[0] if "Job stats:" in text else ""
+    counted = {rule for rule, _ in re.findall(r"^(\w+)\s+(\d+)$", stats, re.MULTILINE)}
+    hidden = sorted(counted - seen - {"total"})
+    if hidden:
+        raise ConfigError(f"the dry run shows no resources for rule(s) {', '.join(hidden)}: "
+                          "their jobs print only a message (run with LEAD_JOB_BOXES=1)")
     return list(requests)
 
 

@@ -76,6 +76,13 @@ def test_dry_run_gives_one_request_per_distinct_cluster_job():
     ]
 
 
+def test_a_rule_whose_job_shows_no_resources_is_an_error_not_a_pass():
+    """A job printed as its one-line message alone (no rule box) cannot be checked."""
+    hidden = DRY_RUN.replace("rule data:\n", "data: collection main (trec)\n", 1)
+    with pytest.raises(ConfigError, match="no resources for rule.s. data"):
+        cluster.parse_dry_run(hidden)
+
+
 def test_the_test_submission_carries_what_the_plugin_would_submit():
     _, distill = cluster.parse_dry_run(DRY_RUN)
     args = cluster.sbatch_test_only_args(distill)

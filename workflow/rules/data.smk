@@ -33,7 +33,9 @@ for collection in PLAN.collections:
             cache=f"resources/{collection.dataset['source']}",
             code=code("data"),
         message:
-            f"data: collection {collection.name} ({collection.dataset['source']})"
+            job_message(
+                f"data: collection {collection.name} ({collection.dataset['source']})"
+            )
         shell:
             "python -m lead data --settings {params.settings:q} --out {params.out:q}"
             " --cache {params.cache:q} > {log:q} 2>&1"
