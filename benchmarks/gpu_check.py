@@ -3,7 +3,9 @@
 Teacher all-MiniLM-L6-v2 (6 x 384), student its blocks 0, 2, 4; random token ids (32 / 128
 tokens), 32 queries x (1 + 7) passages per step. Both runs go through `python -m lead distill
 --method lead` and print loss, step time and peak CUDA memory from their training logs; their
-first-step losses should agree to bf16 precision.
+first-step losses should agree to bf16 precision. First it asserts that score matrices (dual
+and ColBERT MaxSim, final and intermediate layers) come out of bf16 autocast on CUDA in fp32,
+equal to scoring the same vectors with autocast off.
 
 Without CUDA it prints "gpu_check: no GPU: skipped" and exits 0, so scripts can call it
 anywhere; a failed run exits non-zero.
@@ -64,7 +66,7 @@ def write_data(root: Path, tokenizer, passages: int = 4096, queries: int = 512) 
 def distill_argv(
     models: dict[str, Path], data: dict[str, Path], out: Path, steps: int
 ) -> list[str]:
-    optimisation = {"steps": steps, "batch_size": 32, "negatives_per_query": 7, "bf16": True,
+    optimisation = {"steps": steps, "batch_size": 32, "negatives_per_query": 7, "precision": "bf16",
                     "eval_every": steps, "checkpoint_every": steps, "log_every": 1,
                     "dev_pool_size": 2048, "eval_depth": 100}
     settings = {"distillation": {"optimisation": optimisation, "layers": {"k": 3}}}
@@ -93,6 +95,31 @@ def summarise(name: str, log_path: Path, examples_per_step: int) -> float:
     return float(log["loss"].iloc[0])
 
 
+def check_fp32_scores(model_dir: Path, rng: np.random.Generator) -> None:
+    """The encoders run bf16 on CUDA; the scores LEAD's softmaxes read must not."""
+    from lead.modeling import collate, load_encoder
+
+    encoder = load_encoder(model_dir).cuda().eval()
+    vocab = encoder.backbone.get_input_embeddings().num_embeddings
+
+    def texts(n: int, length: int) -> dict[str, torch.Tensor]:
+        rows = rng.integers(1000, vocab, size=(n, length)).tolist()
+        return {k: v.cuda() for k, v in collate(rows, encoder.pad_id).items()}
+
+    queries, passages = texts(4, 16), texts(8, 64)
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        q = encoder.encode_query(queries, [2, encoder.num_layers])
+        p = encoder.encode_passage(passages, [2, encoder.num_layers])
+        final = encoder.compute_similarity(q.final, p.final, q.mask, p.mask)
+        layer = encoder.layer_similarity(q.layers[2], p.layers[2], q.mask, p.mask)
+    with torch.no_grad():
+        exact = encoder.compute_similarity(q.final.float(), p.final.float(), q.mask, p.mask)
+    assert final.dtype == layer.dtype == torch.float32, (final.dtype, layer.dtype)
+    assert torch.equal(final, exact), "scores under autocast differ from fp32 scoring"
+    print(f"  {encoder.kind}: encoder states under autocast {q.layers[2].dtype}, scores "
+          f"{final.dtype} (final and layer 2): ok")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
@@ -112,6 +139,11 @@ def main() -> int:
         init_model({"init": "package:minilm", "pooling": "mean"}, models["teacher"])
         init_model({"init": "package:minilm", "pooling": "mean", "keep_layers": [0, 2, 4]},
                    models["student"])
+        models["colbert"] = root / "colbert"
+        init_model({"init": "package:minilm", "kind": "colbert"}, models["colbert"])
+        print("scores under bf16 autocast:")
+        for name in ("teacher", "colbert"):
+            check_fp32_scores(models[name], np.random.default_rng(0))
         data = write_data(root, load_encoder(models["student"]).tokenizer)
         single = distill_argv(models, data, root / "single", args.steps)
         if lead_main(single) != 0:

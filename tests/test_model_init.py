@@ -194,6 +194,9 @@ def test_packaged_minilm_is_a_cosine_model_with_mean_pooling():
     resolved = resolve_model_settings({"init": "package:minilm"})
     assert (resolved["similarity"], resolved["pooling"], resolved["scale"]) == (
         "cosine", "mean", 20.0)
+    # a ColBERT teacher from the same folder scores as released: no cosine, no scale
+    colbert = resolve_model_settings({"init": "package:minilm", "kind": "colbert"})
+    assert (colbert["similarity"], colbert["scale"]) == ("dot", 1.0)
     plain = resolve_model_settings(RANDOM)  # the release's models: dot product, CLS
     assert (plain["similarity"], plain["pooling"], plain["scale"]) == ("dot", "cls", 1.0)
 

@@ -79,7 +79,7 @@ def test_dry_run_gives_one_request_per_distinct_cluster_job():
 def test_a_rule_whose_job_shows_no_resources_is_an_error_not_a_pass():
     """A job printed as its one-line message alone (no rule box) cannot be checked."""
     hidden = DRY_RUN.replace("rule data:\n", "data: collection main (trec)\n", 1)
-    with pytest.raises(ConfigError, match="no resources for rule.s. data"):
+    with pytest.raises(ConfigError, match=r"no resources for rule\(s\) data"):
         cluster.parse_dry_run(hidden)
 
 

@@ -60,6 +60,8 @@ def resolve_model_settings(settings: Mapping[str, Any]) -> dict:
     resolved = validate({"model": dict(settings)}, _MODEL_SCHEMA)["model"]
     source = source_dir(resolved["init"])
     inherited = scoring_of(source) if source is not None else {}
+    if resolved["kind"] != "dual":  # ColBERT and cross-encoders score as released, whatever
+        inherited = {k: v for k, v in inherited.items() if k not in ("similarity", "scale")}
     if resolved["pooling"] is None:
         resolved["pooling"] = inherited.get("pooling", "cls")
     if resolved["similarity"] is None:
