@@ -88,8 +88,10 @@ def _paired_t(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     differences = a - b
     if len(differences) < 2:
         return math.nan, math.nan
-    if np.all(differences == differences[0]):
-        if differences[0] == 0:
+    # Equal up to float rounding (e.g. one model's scores shifted by a constant): scipy would
+    # divide by a variance of rounding errors.
+    if np.ptp(differences) <= 1e-12 * max(1.0, float(np.max(np.abs(differences)))):
+        if abs(differences[0]) <= 1e-12:
             return 0.0, 1.0
         return math.copysign(math.inf, differences[0]), 0.0
     result = ttest_rel(a, b)
