@@ -40,11 +40,6 @@ SORT_WINDOW_BATCHES = 32
 ROLES = ("query", "passage")
 # Progress lines while encoding: at most one per this many seconds.
 PROGRESS_SECONDS = 30.0
-# Rows from which a CPU shard is worth compiling: on 2 cores a cold compilation of MiniLM-L6
-# takes 30-40 s and then saves 5-15% of the eager time, ~0.5-1 s per 800 passages of ~70
-# tokens (benchmarks/encode_search.py): it pays off from some 25-75 thousand passages.
-# The schema's `encode.compile_min_rows`, once it has one, overrides this.
-COMPILE_MIN_ROWS = 50_000
 
 Embed = Callable[[list[Sequence[int]]], np.ndarray]
 
@@ -350,7 +345,7 @@ def encode_file(
         log.warning("cpu_bf16 is set but this CPU has no native bf16: encoding will be slow")
     encoder.to(device).eval()
     compiled = (
-        stop - start >= settings.get("compile_min_rows", COMPILE_MIN_ROWS)
+        stop - start >= settings["compile_min_rows"]
         and compile_towers(encoder, device)
     )
     prov = provenance("encode", settings, role=role, shard=shard, num_shards=num_shards,
