@@ -220,3 +220,48 @@ def test_a_hub_id_resolves_from_the_local_cache_and_an_uncached_one_is_a_clear_e
     assert model.spec.pooling == "mean"  # its lead.json, inherited
     with pytest.raises(ConfigError, match=r"'lead-test/absent'.*Hugging Face cache.*hf download"):
         source_dir("lead-test/absent")
+
+
+def _checkpoint_with(tokenizer, root, extra: dict[str, torch.Tensor], *, classifier: bool):
+    """A Hugging Face folder whose weights carry a head beside the backbone: a one-logit
+    sequence classifier (`classifier`), or extra tensors such as ColBERT's `linear.weight`."""
+    from safetensors.torch import save_file
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+    backbone = init_model(RANDOM, root / "backbone", tokenizer_dir=tokenizer, seed=6)
+    folder = root / "checkpoint"
+    if classifier:
+        AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=1).save_pretrained(
+            folder)
+    else:
+        AutoModel.from_pretrained(backbone).save_pretrained(folder)
+    if extra:
+        weights = load_file(folder / "model.safetensors")
+        save_file({**weights, **extra}, folder / "model.safetensors", metadata={"format": "pt"})
+    AutoTokenizer.from_pretrained(backbone).save_pretrained(folder)
+    return folder
+
+
+def test_a_cross_encoder_starts_from_the_inits_classifier(tokenizer, tmp_path):
+    folder = _checkpoint_with(tokenizer, tmp_path, {}, classifier=True)
+    weights = load_file(folder / "model.safetensors")
+    model = load_encoder(init_model({"init": str(folder), "kind": "cross"}, tmp_path / "lead"))
+    torch.testing.assert_close(model.head.weight, weights["classifier.weight"], rtol=0, atol=0)
+    torch.testing.assert_close(model.head.bias, weights["classifier.bias"], rtol=0, atol=0)
+    # without one, the head starts as released: N(0, 0.02) weights, zero bias
+    fresh = load_encoder(init_model({**RANDOM, "kind": "cross"}, tmp_path / "fresh",
+                                    tokenizer_dir=tokenizer))
+    assert torch.count_nonzero(fresh.head.bias) == 0 and 0 < fresh.head.weight.std() < 0.05
+
+
+def test_a_colbert_projection_of_the_configured_size_comes_from_the_init(tokenizer, tmp_path):
+    projection = torch.randn(8, 16, generator=torch.Generator().manual_seed(0))
+    folder = _checkpoint_with(tokenizer, tmp_path, {"linear.weight": projection},
+                              classifier=False)
+    settings = {"init": str(folder), "kind": "colbert", "colbert_dim": 8,
+                "colbert_markers": False, "colbert_query_augmentation": False}
+    model = load_encoder(init_model(settings, tmp_path / "lead"))
+    torch.testing.assert_close(model.head.weight, projection, rtol=0, atol=0)
+    # a projection of another size is not forced in: the head starts fresh
+    other = load_encoder(init_model({**settings, "colbert_dim": 4}, tmp_path / "other"))
+    assert other.head.weight.shape == (4, 16)

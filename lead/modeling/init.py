@@ -251,7 +251,55 @@ def init_model(
             keep_blocks(backbone, settings["keep_layers"])
         query_backbone = None if spec.shared_towers else copy.deepcopy(backbone)
         encoder = build_encoder(spec, backbone, tokenizer, query_backbone)
+        if source is not None and encoder.head is not None:
+            _pretrained_head(source, encoder)
     return encoder.save(out_dir)
+
+
+# Where checkpoints keep the head a lead model of that kind has: a sequence-classification
+# model's one-logit classifier (a cross-encoder), ColBERT's projection (colbert-ir, PyLate).
+PRETRAINED_HEADS = {
+    "cross": ("classifier.weight", "classifier.bias"),
+    "colbert": ("linear.weight",),
+}
+
+
+def _pretrained_head(source: Path, encoder: nn.Module) -> None:
+    """Start the head from the init's own, when it has one of the head's shape; otherwise it
+    keeps its documented initialisation (and the log says so)."""
+    names = PRETRAINED_HEADS.get(encoder.kind, ())
+    found = _checkpoint_tensors(source, names)
+    own = dict(zip(("weight", "bias"), names, strict=False))
+    state = encoder.head.state_dict()
+    if set(found) != set(names) or any(found[own[key]].shape != state[key].shape
+                                       for key in state if key in own):
+        if found:
+            log.info("%s: its head (%s) does not fit a %s head of shape %s: the head starts "
+                     "fresh", source, ", ".join(f"{k} {tuple(v.shape)}" for k, v in found.items()),
+                     encoder.kind, tuple(state["weight"].shape))
+        return
+    encoder.head.load_state_dict({key: found[name].float() for key, name in own.items()})
+    log.info("%s: the %s head starts from the init's %s", source, encoder.kind, ", ".join(names))
+
+
+def _checkpoint_tensors(source: Path, names: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The named tensors of a Hugging Face checkpoint folder (safetensors, sharded or not, or
+    pytorch_model.bin), those it has."""
+    from safetensors import safe_open
+
+    index = _json(source / "model.safetensors.index.json", {}).get("weight_map", {})
+    files = {name: source / index[name] for name in names if name in index}
+    if not index and (source / "model.safetensors").is_file():
+        files = dict.fromkeys(names, source / "model.safetensors")
+    found = {}
+    for name, path in files.items():
+        with safe_open(str(path), framework="pt") as tensors:
+            if name in tensors.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
+                found[name] = tensors.get_tensor(name)
+    if not files and (source / "pytorch_model.bin").is_file():
+        state = torch.load(source / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        found = {name: state[name] for name in names if name in state}
+    return found
 
 
 def model_depth(settings: Mapping[str, Any]) -> int:
