@@ -185,7 +185,7 @@ def write_table(table: pa.Table, path: str | Path, prov: Mapping[str, Any] | Non
 
 
 def read_provenance(path: str | Path) -> dict:
-    meta = pq.read_schema(path).metadata or {}
+    meta = open_parquet(path).schema_arrow.metadata or {}
     raw = meta.get(PROVENANCE_KEY)
     return json.loads(raw) if raw else {}
 

@@ -183,8 +183,9 @@ def tiny_runs(slurm_node, tmp_path_factory) -> Comparison:
     """
     threads = yaml.safe_load((TEST_PROFILE / "config.yaml").read_text())["set-threads"]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        slurm_run = pool.submit(
-            snakemake, tiny_workflow(tmp_path_factory.mktemp("slurm")), *ON_TEST_CLUSTER
+        slurm_run = pool.submit(  # with each job's box: the rule, threads and resources
+            snakemake, tiny_workflow(tmp_path_factory.mktemp("slurm")), *ON_TEST_CLUSTER,
+            env={**os.environ, "LEAD_JOB_BOXES": "1"},
         )
         local_run = pool.submit(
             snakemake, tiny_workflow(tmp_path_factory.mktemp("local")), "--cores", "2",
