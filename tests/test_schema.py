@@ -113,7 +113,9 @@ def test_an_empty_config_validates_to_every_default():
     assert config == _filled(root, root, {})
     assert config["name"] == "embedded"
     assert config["distillation"]["optimisation"]["steps"] == 50000
-    assert config["teacher"]["init"] == "package:minilm"
+    # the default's pair, not a student cut from its teacher
+    assert (config["teacher"]["init"], config["student"]["init"]) == ("package:mpnet",
+                                                                      "package:bert-tiny")
     assert validate(config) == config
 
 
