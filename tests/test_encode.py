@@ -28,12 +28,8 @@ ROWS = 41
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
+def one_thread(one_torch_thread):
     """Tiny models run many tiny ops: on a busy machine one thread is far faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 from hostile import HOSTILE_NAMES, refused, run_stage
 from tiny_models import make_model, make_tokenizer
 
@@ -32,12 +31,8 @@ SPLITS = ("train", "dev", "test")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
+def one_thread(one_torch_thread):
     """Tiny models run many tiny ops: on a busy machine one thread is far faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
