@@ -153,7 +153,7 @@ def layered(configfiles: list[Path], overrides: list[str]) -> tuple[dict, dict]:
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a config is a mapping of keys, not {type(loaded).__name__}")
         _check_size(loaded, str(path))
-        _merge(raw, loaded)
+        merge(raw, loaded)
     for item in overrides:
         key, found, value = item.partition("=")
         if not found or not key or "." in key:
@@ -166,10 +166,12 @@ def layered(configfiles: list[Path], overrides: list[str]) -> tuple[dict, dict]:
     return copy.deepcopy(raw), validate(raw)
 
 
-def _merge(base: dict, changes: Mapping[str, Any]) -> dict:
+def merge(base: dict, changes: Mapping[str, Any]) -> dict:
+    """Update `base` in place with `changes`, nested: mappings merge, other values replace
+    (how several --configfile files layer)."""
     for key, value in changes.items():
         if isinstance(value, Mapping) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
+            merge(base[key], value)
         else:
             base[key] = value
     return base

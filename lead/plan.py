@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lead.config import resolve, validate
+from lead.config import merge, resolve, validate
 from lead.errors import ConfigError
 from lead.paths import check_name
 
@@ -253,7 +253,7 @@ def _student_jobs(distill: Mapping[str, Any]) -> list[StudentJob]:
                 raise ConfigError(f"config key distillation.variants.{name}.{key}: variants "
                                   "cannot set it")
         try:
-            section = resolve("distillation", _merge(copy.deepcopy(base), overrides))
+            section = resolve("distillation", merge(copy.deepcopy(base), overrides))
         except ConfigError as err:
             raise ConfigError(f"{err} (in distillation.variants.{name})") from err
         rows.append((method, name, {k: v for k, v in section.items()
@@ -266,15 +266,6 @@ def _student_jobs(distill: Mapping[str, Any]) -> list[StudentJob]:
             jobs.append(StudentJob(f"{variant or method}-s{seed}", method, seed, variant,
                                    settings))
     return jobs
-
-
-def _merge(base: dict, changes: Mapping[str, Any]) -> dict:
-    for key, value in changes.items():
-        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
-    return base
 
 
 def _collection(name: str, root: str, dataset: Mapping[str, Any], training: bool,

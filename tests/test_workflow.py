@@ -14,9 +14,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from workflow_copy import REPO, copy_workflow, merge
+from workflow_copy import REPO, copy_workflow
 
 from lead import schemas
+from lead.config import merge
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 BOXES = {**ENV, "LEAD_JOB_BOXES": "1"}  # Snakemake's job boxes (threads, resources)

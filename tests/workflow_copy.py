@@ -12,18 +12,10 @@ from typing import Any
 
 import yaml
 
+from lead.config import merge
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
-
-
-def merge(base: dict, changes: dict) -> dict:
-    """Nested update: dicts merge, other values replace."""
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            merge(base[key], value)
-        else:
-            base[key] = value
-    return base
 
 
 def copy_workflow(dest: Path, config_name: str = "tiny.yaml", **changes: Any) -> Path:
