@@ -30,7 +30,7 @@ from lead.cli import (
     train_tokenizer,
     warmup,
 )
-from lead.errors import LeadError
+from lead.errors import LeadError, one_line
 
 STAGES = {
     "data": data,
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, MemoryError, RuntimeError, ValueError) as err:
         if args.debug:
             raise
-        print(f"lead {args.stage}: error: {type(err).__name__}: {err} "
+        print(f"lead {args.stage}: error: {type(err).__name__}: {one_line(err)} "
               "(rerun with --debug for the traceback)", file=sys.stderr)
         return 1
     timer.done()

@@ -16,7 +16,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from lead.errors import ConfigError
+from lead.errors import ConfigError, one_line
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "config.schema.yaml"
 
@@ -66,19 +66,8 @@ def validate(config: Mapping[str, Any], sub_schema: Mapping[str, Any] | None = N
     if errors:
         error = errors[0]
         key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
-        raise ConfigError(f"config key {key}: {_shortened(error.message)}")
+        raise ConfigError(f"config key {key}: {one_line(error.message)}")
     return instance
-
-
-def _shortened(message: str, limit: int = 300) -> str:
-    """jsonschema quotes the offending value whole; a message stays one readable line."""
-    message = " ".join(message.split())
-    return message if len(message) <= limit else message[:limit] + " ..."
-
-
-def _yaml_error(err: yaml.YAMLError) -> str:
-    """PyYAML's message (several lines, with a caret drawing) as one line."""
-    return " ".join(str(err).split())
 
 
 MAX_VALUES = 100_000  # a config is a few hundred; YAML aliases can make five lines a million
@@ -129,7 +118,7 @@ def load(path: str | Path) -> dict:
     except OSError as err:
         raise ConfigError(f"{path}: cannot read config: {err}") from err
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: cannot read config: {_yaml_error(err)}") from err
+        raise ConfigError(f"{path}: cannot read config: {one_line(err)}") from err
     _check_size(raw, str(path))
     return validate(raw)
 
@@ -149,7 +138,7 @@ def layered(configfiles: list[Path], overrides: list[str]) -> tuple[dict, dict]:
         except OSError as err:
             raise ConfigError(f"{path}: cannot read config: {err}") from err
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: cannot read config: {_yaml_error(err)}") from err
+            raise ConfigError(f"{path}: cannot read config: {one_line(err)}") from err
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a config is a mapping of keys, not {type(loaded).__name__}")
         _check_size(loaded, str(path))
@@ -162,7 +151,7 @@ def layered(configfiles: list[Path], overrides: list[str]) -> tuple[dict, dict]:
         try:
             raw[key] = yaml.safe_load(value)
         except yaml.YAMLError as err:
-            raise ConfigError(f"--config {item!r}: not a YAML value: {_yaml_error(err)}") from err
+            raise ConfigError(f"--config {item!r}: not a YAML value: {one_line(err)}") from err
     return copy.deepcopy(raw), validate(raw)
 
 
@@ -188,7 +177,7 @@ def parse_settings(text: str | None) -> dict:
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError as err:
-            raise ConfigError(f"--settings is not valid JSON/YAML: {_yaml_error(err)}") from err
+            raise ConfigError(f"--settings is not valid JSON/YAML: {one_line(err)}") from err
     if not isinstance(value, dict):
         raise ConfigError(f"--settings must be a mapping, got {type(value).__name__}")
     return value

@@ -5,6 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def one_line(problem: str | BaseException, limit: int = 300) -> str:
+    """A message (or an exception's, its type name when it has none) as one line of at most
+    `limit` characters: libraries quote whole values and draw carets over several lines."""
+    text = " ".join(str(problem).split())
+    if not text and isinstance(problem, BaseException):
+        text = type(problem).__name__
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
 class LeadError(Exception):
     """A problem the user can fix (bad input, bad config); printed without a traceback."""
 

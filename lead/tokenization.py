@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from tokenizers import Encoding, Tokenizer
 
 from lead import schemas
-from lead.errors import ConfigError, DataError
+from lead.errors import ConfigError, DataError, one_line
 from lead.io import (
     atomic_path,
     iter_batches,
@@ -98,8 +98,7 @@ def load_tokenizer(tokenizer_dir: str | Path):
     try:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     except Exception as err:  # transformers raises OSError, ValueError, KeyError, ...
-        message = " ".join(str(err).split()) or type(err).__name__  # one line
-        raise ConfigError(f"{tokenizer_dir}: cannot load a tokenizer: {message}") from err
+        raise ConfigError(f"{tokenizer_dir}: cannot load a tokenizer: {one_line(err)}") from err
     if not getattr(tokenizer, "is_fast", False):
         raise ConfigError(
             f"{tokenizer_dir}: {type(tokenizer).__name__} is not a fast (Rust) tokenizer; "

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from lead.errors import ConfigError
+from lead.errors import ConfigError, one_line
 from lead.io import atomic_path
 from lead.losses.contrastive import own_group
 
@@ -507,9 +507,9 @@ def load_encoder(model_dir: str | Path) -> Encoder:
         loaded = [AutoModel.from_pretrained(tower, dtype=torch.float32, output_loading_info=True)
                   for tower in towers]
     except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(
-            f"{model_dir}: cannot load the model or tokenizer ({type(err).__name__}: {first}); "
+            f"{model_dir}: cannot load the model or tokenizer ({type(err).__name__}: "
+            f"{one_line(err)}); "
             "a truncated or empty model.safetensors, or a config.json that does not fit the "
             "weights? Rebuild the directory"
         ) from err
@@ -526,8 +526,7 @@ def load_encoder(model_dir: str | Path) -> Encoder:
             encoder.head.load_state_dict(load_file(head_path))
         except Exception as err:
             raise ConfigError(f"{head_path}: does not fit the model or is corrupt: "
-                              f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
-                              ) from err
+                              f"{one_line(err)}") from err
     return encoder
 
 

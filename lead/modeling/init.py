@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from lead.config import validate
-from lead.errors import ConfigError
+from lead.errors import ConfigError, one_line
 from lead.io import atomic_path, cache_dir
 from lead.modeling.encoders import LEAD_CONFIG, EncoderSpec, build_encoder
 
@@ -323,8 +323,7 @@ def _load_tokenizer(path: Path) -> Any:
     try:
         return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as err:
-        message = " ".join(str(err).split()) or type(err).__name__  # one line
-        raise ConfigError(f"{path}: cannot load a tokenizer: {message}") from err
+        raise ConfigError(f"{path}: cannot load a tokenizer: {one_line(err)}") from err
 
 
 def _pretrained_backbone(path: Path) -> nn.Module:
@@ -333,8 +332,7 @@ def _pretrained_backbone(path: Path) -> nn.Module:
     try:
         return AutoModel.from_pretrained(path, dtype=torch.float32)
     except (OSError, ValueError) as err:
-        message = " ".join(str(err).split()) or type(err).__name__  # one line
-        raise ConfigError(f"{path}: cannot load the model: {message}") from err
+        raise ConfigError(f"{path}: cannot load the model: {one_line(err)}") from err
 
 
 def _random_backbone(
