@@ -110,17 +110,19 @@ def resolve_optimisation(settings: Mapping[str, Any] | None) -> dict:
     return validate({"optimisation": dict(settings or {})}, wrapped)["optimisation"]
 
 
-def load(path: str | Path) -> dict:
-    """Load and validate a whole config file."""
-    path = Path(path)
+def _read_file(path: str | Path) -> dict:
+    """One config file as written: a mapping, refused in one line naming the file if it cannot
+    be read, is not YAML, is not a mapping or expands past MAX_VALUES."""
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
     except OSError as err:
         raise ConfigError(f"{path}: cannot read config: {err}") from err
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: cannot read config: {one_line(err)}") from err
-    _check_size(raw, str(path))
-    return validate(raw)
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: a config is a mapping of keys, not {type(loaded).__name__}")
+    _check_size(loaded, str(path))
+    return loaded
 
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "config" / "default.yaml"
@@ -133,16 +135,7 @@ def layered(configfiles: list[Path], overrides: list[str]) -> tuple[dict, dict]:
     if not configfiles and not DEFAULT_CONFIG.is_file():
         raise ConfigError(f"no config file given, and no default one at {DEFAULT_CONFIG}")
     for path in configfiles or [DEFAULT_CONFIG]:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as err:
-            raise ConfigError(f"{path}: cannot read config: {err}") from err
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: cannot read config: {one_line(err)}") from err
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: a config is a mapping of keys, not {type(loaded).__name__}")
-        _check_size(loaded, str(path))
-        merge(raw, loaded)
+        merge(raw, _read_file(path))
     for item in overrides:
         key, found, value = item.partition("=")
         if not found or not key or "." in key:
