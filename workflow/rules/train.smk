@@ -58,6 +58,8 @@ rule cache_teacher_queries:
         f"{RESULTS}/teacher_cache/queries.parquet",
     log:
         f"{LOGS}/cache_teacher/queries.log",
+    # First when cores are free: every response and LEAD student waits for the cache.
+    priority: 10
     conda:
         "../envs/lead.yaml"
     threads: 2
@@ -93,6 +95,8 @@ rule cache_teacher_corpus:
         f"{LOGS}/cache_teacher/corpus-{{shard}}.log",
     benchmark:
         f"{BENCHMARKS}/cache_teacher/corpus-{{shard}}.tsv"
+    # First when cores are free: every response and LEAD student waits for the cache.
+    priority: 10
     conda:
         "../envs/lead.yaml"
     threads: 2
