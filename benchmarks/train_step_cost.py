@@ -6,7 +6,9 @@ Teacher: all-mpnet-base-v2 (12 layers, 768-d, `package:mpnet`) or all-MiniLM-L6-
 A batch of 8 queries x (1 + 3) passages of real token lengths (32 / 96 tokens, random ids).
 Every variant takes real optimizer steps through lead.training.loop.train_step, repetitions
 interleaved so that machine noise hits all variants alike; the cached teacher's vectors are
-computed once beforehand, as the cache_teacher stage does.
+computed once beforehand, as the cache_teacher stage does. The "bf16" variants train under
+`optimisation.precision: bf16` (bf16 autocast for the encoders, fp32 scores); where the CPU
+has no native bf16 they fall back to fp32, as training does, and the benchmark says so.
 
     python benchmarks/train_step_cost.py [--repeats 20] [--teacher package:mpnet] [--threads N]
 """
@@ -14,7 +16,6 @@ computed once beforehand, as the cache_teacher stage does.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import tempfile
 import time
@@ -24,16 +25,17 @@ import torch
 
 from lead.config import resolve
 from lead.distributed import Processes
+from lead.encode import cpu_has_native_bf16
 from lead.modeling import collate, load_encoder
 from lead.modeling.init import init_model
 from lead.training.data import EncoderInputs
 from lead.training.distillation import DistillationObjective
 from lead.training.layers import LayerSelector
 from lead.training.loop import train_step
-from lead.training.optim import make_trainee
+from lead.training.optim import autocast_for, make_trainee
 
 VARIANTS = ("none", "response (live, frozen)", "lead (live, frozen)", "response (cached)",
-            "lead (cached)", "lead (joint teacher)")
+            "lead (cached)", "lead (joint teacher)", "none (bf16)", "lead (cached, bf16)")
 
 
 def random_batch(tokenizer, count: int, length: int, generator: torch.Generator) -> dict:
@@ -101,13 +103,15 @@ def main() -> None:
             runs[name] = (objective, trainees, batch)
 
         procs = Processes(0, 1, torch.device("cpu"))
+        autocasts = {name: autocast_for(procs.device, "bf16" if "bf16" in name else "fp32")
+                     for name in VARIANTS}
         wall: dict[str, list[float]] = {name: [] for name in VARIANTS}
         for repeat in range(args.warmup + args.repeats):
             for name, (objective, trainees, batch) in runs.items():
                 pairs = selector.pairs(repeat * 10) if name.startswith("lead") else []
                 started = time.perf_counter()
                 train_step(objective, trainees, [batch], pairs, group_size=group,
-                           autocast=contextlib.nullcontext, procs=procs, accumulation=1)
+                           autocast=autocasts[name], procs=procs, accumulation=1)
                 if repeat >= args.warmup:
                     wall[name].append(time.perf_counter() - started)
 
@@ -119,6 +123,9 @@ def main() -> None:
     for name in VARIANTS:
         print(f"  {name:24s} {median[name]:9.1f} ms/step  {median[name] / median['none']:6.2f}x "
               f"none")
+    print(f"  bf16 / fp32: none {median['none (bf16)'] / median['none']:.2f}, lead (cached) "
+          f"{median['lead (cached, bf16)'] / median['lead (cached)']:.2f}; this CPU has native "
+          f"bf16: {cpu_has_native_bf16()} (without it the bf16 variants ran in fp32)")
     print(f"  cached / live frozen teacher (lead): "
           f"{median['lead (cached)'] / median['lead (live, frozen)']:.3f}   target for lead "
           f"(cached) / none: <= 1.3, measured {median['lead (cached)'] / median['none']:.2f}")

@@ -27,6 +27,7 @@ from lead.__main__ import main
 from lead.config import dumps, resolve
 from lead.errors import DataError
 from lead.io import write_table
+from lead.training import optim
 from lead.training.checkpoint import CHECKPOINT_FILE
 from lead.training.data import Groups, ModelTokens, TokenTable, TrainingData
 from lead.training.optim import linear_schedule
@@ -264,6 +265,20 @@ def test_learning_rate_warms_up_then_decays_linearly_to_zero():
     assert factors[:3] == [0.0, 0.5, 1.0]
     assert factors[-1] == 0.0
     assert np.allclose(np.diff(factors[2:]), -1 / 8)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_precision_autocasts_on_a_cpu_with_native_bf16_and_is_fp32_elsewhere(
+    monkeypatch, caplog, native
+):
+    monkeypatch.setattr(optim, "cpu_has_native_bf16", lambda: native)
+    layer, x = torch.nn.Linear(4, 4), torch.randn(2, 4)
+    with optim.autocast_for(torch.device("cpu"), "bf16")():
+        out = layer(x)
+    assert out.dtype == (torch.bfloat16 if native else torch.float32)
+    assert ("no native bf16" in caplog.text) != native
+    with optim.autocast_for(torch.device("cpu"), "fp32")():
+        assert layer(x).dtype == torch.float32
 
 
 # ------------------------------------------------------------------------------ end to end

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from lead.encode import cpu_has_native_bf16
+
 log = logging.getLogger(__name__)
 
 
@@ -50,11 +52,6 @@ def linear_schedule(step: int, warmup: int, total: int) -> float:
     if step < warmup:
         return step / warmup
     return max(0.0, (total - step) / max(1, total - warmup))
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 matrix products natively (AVX512-BF16 or AMX)."""
-    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def autocast_for(device: torch.device, precision: str) -> Callable[[], AbstractContextManager]:
