@@ -30,6 +30,7 @@ import torch
 from lead.errors import ConfigError, DataError
 from lead.io import open_parquet, parquet_writer, provenance
 from lead.modeling import Encoder, collate, load_encoder
+from lead.modeling.packed import compiled_packed_forward, packable
 from lead.schemas import TOKENS, embeddings
 from lead.tokenization import check_tokenizer
 
@@ -278,7 +279,9 @@ def compiled_calls() -> Iterator[None]:
 
 def compile_towers(encoder: Encoder, device: torch.device) -> bool:
     """Compile the encoder's towers in place (inductor on CPU, dynamic shapes so every batch
-    shape shares one compilation, weights frozen as constants); returns whether it did.
+    shape shares one compilation, weights frozen as constants); returns whether it did. A
+    BERT tower compiles its packed forward (lead.modeling.packed: no padding through the
+    linear layers), used for inference only.
 
     CUDA is left alone; without a working C++ compiler nothing is compiled. Compiled code
     is cached by torch under its own cache directory (a temp dir by default), never in the
@@ -296,10 +299,15 @@ def compile_towers(encoder: Encoder, device: torch.device) -> bool:
                     "encoding eagerly", type(err).__name__, err)
         return False
     for tower in (encoder.backbone, encoder.query_backbone):
-        if tower is not None:
+        if tower is None:
+            continue
+        if packable(tower):
+            encoder.inference_forwards[id(tower)] = compiled_packed_forward(tower)
+        else:
             tower.compile(dynamic=True)
     log.info("compiling the backbone with torch.compile (inductor, dynamic shapes, frozen "
-             "weights): the first batch waits for the compiler")
+             "weights%s): the first batch waits for the compiler",
+             ", BERT's linear layers on real tokens only" if encoder.inference_forwards else "")
     return True
 
 

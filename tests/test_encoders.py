@@ -12,6 +12,7 @@ from tiny_models import TEXTS, batch, make_model, make_tokenizer, spread_weights
 from lead.errors import ConfigError
 from lead.modeling import collate, load_encoder
 from lead.modeling.encoders import join_pairs, maxsim
+from lead.modeling.packed import packable, packed_hidden_states, real_positions
 
 
 @pytest.fixture(scope="module")
@@ -332,3 +333,33 @@ def test_loading_a_broken_directory_names_what_is_missing(model_dirs, tmp_path):
     (tmp_path / "lead.json" / "lead.json").write_text('{"kind": "dual", "colour": 1}')
     with pytest.raises(ConfigError, match="not a valid lead model description"):
         load_encoder(tmp_path / "lead.json")
+
+
+# --- the packed BERT forward of the compiled encode path ----------------------------------
+
+
+def test_packed_bert_forward_gives_bertmodels_states_at_every_real_position(tokenizer, tmp_path):
+    encoder = load_encoder(spread_weights(
+        make_model(tmp_path / "bert", tokenizer, pooling="mean", hidden=16, layers=3), seed=2
+    )).eval()
+    assert packable(encoder.backbone)
+    inputs = batch(encoder, TEXTS[:5])  # five lengths: every row but the longest is padded
+    mask = inputs["attention_mask"]
+    assert not mask.all()
+    token_types = (torch.arange(mask.shape[1]) >= 3).long().expand_as(mask) * mask
+    with torch.inference_mode():
+        for types in (None, token_types):
+            reference = encoder.backbone(**inputs, token_type_ids=types,
+                                         output_hidden_states=True).hidden_states
+            packed = packed_hidden_states(encoder.backbone, **inputs,
+                                          real=real_positions(mask), token_type_ids=types)
+            assert len(packed) == len(reference) == 4
+            for mine, theirs in zip(packed[1:], reference[1:], strict=True):
+                real = mask.bool()
+                torch.testing.assert_close(mine[real], theirs[real], rtol=1e-5, atol=1e-5)
+                assert not mine[~real].any()
+
+
+def test_only_plain_bert_encoders_take_the_packed_forward(tokenizer, tmp_path):
+    other = load_encoder(make_model(tmp_path / "distilbert", tokenizer, model_type="distilbert"))
+    assert not packable(other.backbone)
