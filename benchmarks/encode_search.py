@@ -5,7 +5,8 @@ materialised with lead's own init-model code), one set of passages, one batch si
 
 (a) corpus encoding: lead (length-sorted windows, inference mode) vs
     `SentenceTransformer(model_dir).encode(texts, batch_size=...)` in fp32. lead runs its plain
-    path (the eager backbone) and its fast path (the backbone compiled by `compile_towers`, as
+    path (the eager backbone) and its fast path (the backbone compiled by `compile_towers`,
+    for a BERT backbone its packed forward, lead.modeling.packed, as
     `lead encode` does for a shard of at least compile_min_rows rows), in fp32 and with bf16
     autocast. ST tokenizes inside encode, lead in a separate stage: the tokenize stage is
     timed too. Also: whether the CPU has native bf16 (the bf16 target needs it), the one-off
