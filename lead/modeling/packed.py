@@ -14,6 +14,7 @@ packing into the neighbouring kernels; training and the eager paths run the back
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 import torch
@@ -77,10 +78,9 @@ def packed_hidden_states(
     return tuple(states)
 
 
-def compiled_packed_forward(bert: nn.Module):
+def compiled_packed_forward(bert: nn.Module) -> Callable[..., tuple[Tensor, ...]]:
     """`packed_hidden_states` of this one model, compiled (dynamic shapes); the model is
-    closed over, so that frozen weights become constants of its own graph."""
-
+    bound in, so that frozen weights become constants of its own graph."""
     compiled = torch.compile(partial(packed_hidden_states, bert), dynamic=True)
 
     def forward(**inputs: Tensor) -> tuple[Tensor, ...]:
