@@ -345,7 +345,8 @@ def test_packed_bert_forward_gives_bertmodels_states_at_every_real_position(toke
     assert packable(encoder.backbone)
     inputs = batch(encoder, TEXTS[:5])  # five lengths: every row but the longest is padded
     mask = inputs["attention_mask"]
-    assert not mask.all()
+    real = mask.bool()
+    assert not real.all()
     token_types = (torch.arange(mask.shape[1]) >= 3).long().expand_as(mask) * mask
     with torch.inference_mode():
         for types in (None, token_types):
@@ -355,7 +356,6 @@ def test_packed_bert_forward_gives_bertmodels_states_at_every_real_position(toke
                                           real=real_positions(mask), token_type_ids=types)
             assert len(packed) == len(reference) == 4
             for mine, theirs in zip(packed[1:], reference[1:], strict=True):
-                real = mask.bool()
                 torch.testing.assert_close(mine[real], theirs[real], rtol=1e-5, atol=1e-5)
                 assert not mine[~real].any()
 
