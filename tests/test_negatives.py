@@ -158,9 +158,14 @@ def tied_index(tmp_path_factory):
     return index, index.tokenize(queries)
 
 
+@pytest.mark.parametrize("kernel", [
+    "scalar",
+    pytest.param("avx512", marks=pytest.mark.skipif(not bm25.AVX512, reason="no AVX-512 here")),
+])
 @pytest.mark.parametrize("k", [1, 3, 17, 500])
-def test_batched_bm25_gives_the_per_query_results_exactly(tied_index, monkeypatch, k):
+def test_batched_bm25_gives_the_per_query_results_exactly(tied_index, monkeypatch, k, kernel):
     index, queries = tied_index
+    monkeypatch.setattr(bm25, "AVX512", kernel == "avx512")
     expected = [reference_top_k(index, tokens, k) if tokens else np.empty(0, np.int64)
                 for tokens in queries]
     assert sum(len(e) for e in expected) > 0
