@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 
 from lead import schemas
-from lead.data import bm25
+from lead.data import avx512, bm25
 from lead.io import write_table
 
 SEED = 20240502
@@ -126,11 +126,9 @@ def main() -> None:
                   for name in ("mixed", "specific")}
     del texts
     # The kernel top_k takes on this CPU first, and the scalar one beside the AVX-512 one.
-    kernels = ["AVX-512", "scalar"] if bm25.AVX512 else ["scalar"]
+    kernels = ["AVX-512", "scalar"] if avx512.AVAILABLE else ["scalar"]
     for kernel in kernels:  # compile (or load) them
-        bm25.AVX512 = kernel == "AVX-512"
-        list(bm25.top_k(index, query_sets["mixed"][:2], args.depth, 1))
-    bm25.AVX512 = kernels[0] == "AVX-512"
+        list(bm25.top_k(index, query_sets["mixed"][:2], args.depth, 1, kernel == "AVX-512"))
 
     def msmarco(rate: float) -> str:
         seconds = MSMARCO_QUERIES / rate * MSMARCO_PASSAGES / args.passages
@@ -148,13 +146,11 @@ def main() -> None:
         rates = {}
         for kernel, threads in [*((kernels[0], t) for t in sorted({1, args.threads})),
                                 *((k, args.threads) for k in kernels[1:])]:
-            bm25.AVX512 = kernel == "AVX-512"
             start = time.perf_counter()
-            found = list(bm25.top_k(index, queries, args.depth, threads))
+            found = list(bm25.top_k(index, queries, args.depth, threads, kernel == "AVX-512"))
             rates[kernel, threads] = len(queries) / (time.perf_counter() - start)
             same = all(np.array_equal(a, b) for a, b in zip(expected, found, strict=False))
             assert same, f"batched results differ from the per-query path ({kernel}, {threads})"
-        bm25.AVX512 = kernels[0] == "AVX-512"
         ratio = rates[kernels[0], args.threads] / per_query
         rows += [
             (f"{name} queries", f"{postings:,.0f} postings a query ({postings / args.passages:.2%}"

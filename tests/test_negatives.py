@@ -14,7 +14,7 @@ import pytest
 from lead import schemas
 from lead.__main__ import main
 from lead.config import resolve
-from lead.data import bm25
+from lead.data import avx512, bm25
 from lead.data.negatives import GroupCounts, bm25_groups, dense_groups, given_groups
 from lead.errors import ConfigError, DataError
 from lead.io import read_provenance, write_table
@@ -160,12 +160,12 @@ def tied_index(tmp_path_factory):
 
 @pytest.mark.parametrize("kernel", [
     "scalar",
-    pytest.param("avx512", marks=pytest.mark.skipif(not bm25.AVX512, reason="no AVX-512 here")),
+    pytest.param("avx512", marks=pytest.mark.skipif(not avx512.AVAILABLE,
+                                                     reason="no AVX-512 here")),
 ])
 @pytest.mark.parametrize("k", [1, 3, 17, 500])
 def test_batched_bm25_gives_the_per_query_results_exactly(tied_index, monkeypatch, k, kernel):
     index, queries = tied_index
-    monkeypatch.setattr(bm25, "AVX512", kernel == "avx512")
     expected = [reference_top_k(index, tokens, k) if tokens else np.empty(0, np.int64)
                 for tokens in queries]
     assert sum(len(e) for e in expected) > 0
@@ -177,7 +177,7 @@ def test_batched_bm25_gives_the_per_query_results_exactly(tied_index, monkeypatc
     for block, chunk, threads in ((bm25.BLOCK, bm25.CHUNK, 1), (7, 5, 2), (64, 1, 3)):
         monkeypatch.setattr(bm25, "BLOCK", block)  # several accumulator blocks per query
         monkeypatch.setattr(bm25, "CHUNK", chunk)  # several chunks per thread
-        found = list(bm25.top_k(index, queries, k, threads=threads))
+        found = list(bm25.top_k(index, queries, k, threads=threads, vector=kernel == "avx512"))
         assert len(found) == len(queries)
         for tokens, got, want in zip(queries, found, expected, strict=True):
             assert got.tolist() == want.tolist(), (tokens, block, chunk, threads)

@@ -37,7 +37,6 @@ from lead.io import iter_batches
 STOPWORDS = "en"
 BLOCK = 1 << 13  # passages per accumulator block: 32 KB of float32, inside L1
 CHUNK = 256  # queries per task
-AVX512 = avx512.AVAILABLE  # the vector kernel, where the CPU has it (tests switch it off)
 
 
 @dataclass(frozen=True)
@@ -87,13 +86,16 @@ def available_cores() -> int:
 
 
 def top_k(
-    index: Index, queries: Sequence[Sequence[int]], k: int, threads: int | None = None
+    index: Index, queries: Sequence[Sequence[int]], k: int, threads: int | None = None,
+    vector: bool = avx512.AVAILABLE,
 ) -> Iterator[np.ndarray]:
     """For each query (token ids), in order: the corpus indices of its `k` best passages,
     best first (fewer when fewer passages share a term with it).
 
     `threads` (default: every available core) run chunks of queries in parallel; at most two
     chunks per thread are held at once, so memory does not grow with the number of queries.
+    `vector` takes the AVX-512 kernel (the default where the CPU has it); the results are
+    the same either way.
     """
     threads = threads or available_cores()
     scores = index.retriever.scores
@@ -102,7 +104,7 @@ def top_k(
                 np.ascontiguousarray(scores["data"], np.float32), int(scores["num_docs"]))
 
     def run(chunk: Sequence[Sequence[int]]) -> list[np.ndarray]:
-        return _top_k_chunk(postings, chunk, k)
+        return _top_k_chunk(postings, chunk, k, vector)
 
     with ThreadPoolExecutor(threads) as pool:
         pending: deque[Future] = deque()
@@ -116,7 +118,7 @@ def top_k(
 
 def _top_k_chunk(
     postings: tuple[np.ndarray, np.ndarray, np.ndarray, int], queries: Sequence[Sequence[int]],
-    k: int,
+    k: int, vector: bool,
 ) -> list[np.ndarray]:
     offsets = np.zeros(len(queries) + 1, np.int64)
     offsets[1:] = np.cumsum([len(query) for query in queries])
@@ -124,7 +126,7 @@ def _top_k_chunk(
     best = np.empty((len(queries), k), np.int32)
     counts = np.empty(len(queries), np.int64)
     longest = max(1, int(np.diff(offsets).max(initial=0)))
-    search = _search_avx512 if AVX512 else _search_scalar
+    search = _search_avx512 if vector else _search_scalar
     search(*postings, offsets, tokens, k, BLOCK, np.zeros(BLOCK, np.float32),
            np.empty(BLOCK + avx512.LANES, np.int32), np.empty(longest, np.int64),
            np.empty(max(4 * k, 64) + avx512.LANES, np.uint64), best, counts)
