@@ -33,7 +33,6 @@ _F32, _I32, _MASK = (ir.VectorType(_f32, LANES), ir.VectorType(_i32, LANES),
 _I64_HALF, _I32_HALF, _MASK_HALF = (ir.VectorType(_i64, 8), ir.VectorType(_i32, 8),
                                     ir.VectorType(ir.IntType(1), 8))
 _PTR = ir.PointerType()
-_ALL = ir.Constant(_MASK, [1] * LANES)
 _ZEROS = ir.Constant(_F32, [0.0] * LANES)
 
 
@@ -60,18 +59,33 @@ def _splat(builder, scalar, vector_type):
                                   ir.Constant(ir.VectorType(_i32, lanes), [0] * lanes))
 
 
-def _gather(builder, base, slots):
+def _gather(builder, base, slots, mask):
+    """base[slots] in the lanes under `mask`, 0 in the others (which read no memory)."""
     gather = _declare(builder, "llvm.x86.avx512.mask.gather.dps.512", _F32,
                       [_F32, _PTR, _I32, _MASK, _i32])
-    return builder.call(gather, [_ZEROS, builder.bitcast(base, _PTR), slots, _ALL,
+    return builder.call(gather, [_ZEROS, builder.bitcast(base, _PTR), slots, mask,
                                  ir.Constant(_i32, 4)])
 
 
-def _scatter(builder, base, slots, values):
+def _scatter(builder, base, slots, values, mask):
     scatter = _declare(builder, "llvm.x86.avx512.mask.scatter.dps.512", ir.VoidType(),
                        [_PTR, _MASK, _I32, _F32, _i32])
-    builder.call(scatter, [builder.bitcast(base, _PTR), _ALL, slots, values,
+    builder.call(scatter, [builder.bitcast(base, _PTR), mask, slots, values,
                            ir.Constant(_i32, 4)])
+
+
+def _first_lanes(builder, count):
+    """The mask of the lanes below `count` (an int64; all of them from 16 up)."""
+    count = builder.trunc(builder.select(builder.icmp_signed("<", count, ir.Constant(_i64, LANES)),
+                                         count, ir.Constant(_i64, LANES)), _i32)
+    return builder.icmp_signed("<", ir.Constant(_I32, list(range(LANES))),
+                               _splat(builder, count, _I32))
+
+
+def _popcount(builder, mask):
+    bits = ir.IntType(mask.type.count)
+    popcount = _declare(builder, f"llvm.ctpop.i{bits.width}", bits, [bits])
+    return builder.zext(builder.call(popcount, [builder.bitcast(mask, bits)]), _i64)
 
 
 def _append(builder, values, address, mask, count):
@@ -85,62 +99,74 @@ def _append(builder, values, address, mask, count):
     packed = builder.call(compress, [values, ir.Constant(values.type, ir.Undefined), mask])
     builder.store(packed, builder.bitcast(address, ir.PointerType(values.type)),
                   align=values.type.element.width // 8)
-    bits = _i16 if width == 16 else _i8
-    popcount = _declare(builder, f"llvm.ctpop.i{bits.width}", bits, [bits])
-    return builder.add(count, builder.zext(builder.call(popcount, [builder.bitcast(mask, bits)]),
-                                           _i64))
+    return builder.add(count, _popcount(builder, mask))
 
 
 def _postings_codegen(read_before):
     def codegen(context, builder, signature, args):
-        acc, indices, data, p, start, touched, found = args
-        acc_type, indices_type, data_type, _, _, touched_type, _ = signature.args
+        acc, indices, data, p, stop, start, end, touched, found = args
+        acc_type, indices_type, data_type, _, _, _, _, touched_type, _ = signature.args
         acc_base = _pointer(context, builder, acc_type, acc, ir.Constant(_i64, 0))
-        slots = builder.sub(_load(builder, _pointer(context, builder, indices_type, indices, p),
-                                  _I32), _splat(builder, builder.trunc(start, _i32), _I32))
+        ids = _load(builder, _pointer(context, builder, indices_type, indices, p), _I32)
+        # The term's postings are sorted: the lanes before `stop` and below `end` are a prefix.
+        valid = builder.and_(_first_lanes(builder, builder.sub(stop, p)),
+                             builder.icmp_signed("<", ids, _splat(builder, builder.trunc(end, _i32),
+                                                                  _I32)))
+        slots = builder.sub(ids, _splat(builder, builder.trunc(start, _i32), _I32))
         weights = _load(builder, _pointer(context, builder, data_type, data, p), _F32)
-        positive = builder.fcmp_ordered(">", weights, _ZEROS)
+        new = builder.and_(valid, builder.fcmp_ordered(">", weights, _ZEROS))
         if read_before:
-            before = _gather(builder, acc_base, slots)
-            new = builder.and_(builder.fcmp_ordered("==", before, _ZEROS), positive)
-            _scatter(builder, acc_base, slots, builder.fadd(before, weights))
+            before = _gather(builder, acc_base, slots, valid)
+            new = builder.and_(new, builder.fcmp_ordered("==", before, _ZEROS))
+            _scatter(builder, acc_base, slots, builder.fadd(before, weights), valid)
         else:
-            new = positive
-            _scatter(builder, acc_base, slots, weights)
-        return _append(builder, slots, _pointer(context, builder, touched_type, touched, found),
-                       new, found)
+            _scatter(builder, acc_base, slots, weights, valid)
+        found = _append(builder, slots, _pointer(context, builder, touched_type, touched, found),
+                        new, found)
+        return context.make_tuple(builder, signature.return_type,
+                                  [found, builder.add(p, _popcount(builder, valid))])
     return codegen
 
 
+def _postings_signature(*args):
+    return types.UniTuple(types.int64, 2)(*args)
+
+
 @intrinsic
-def add_postings(typingctx, acc, indices, data, p, start, touched, found):
-    """acc[indices[p:p+16] - start] += data[p:p+16]; the slots that were 0 (and get a
-    positive weight) are appended to touched[found:]; returns the new `found`."""
-    return (types.int64(acc, indices, data, p, start, touched, found),
+def add_postings(typingctx, acc, indices, data, p, stop, start, end, touched, found):
+    """For the postings from p, up to 16, before `stop` and of passages below `end`:
+    acc[passage - start] += weight; the slots that were 0 (and get a positive weight) are
+    appended to touched[found:]. Returns the new `found` and `p`. Reads indices and data
+    at p to p+16, which must be inside the arrays."""
+    return (_postings_signature(acc, indices, data, p, stop, start, end, touched, found),
             _postings_codegen(True))
 
 
 @intrinsic
-def put_postings(typingctx, acc, indices, data, p, start, touched, found):
+def put_postings(typingctx, acc, indices, data, p, stop, start, end, touched, found):
     """`add_postings` for the first term of a block, whose accumulator is all zeros: the
     weights are stored without reading it."""
-    return types.int64(acc, indices, data, p, start, touched, found), _postings_codegen(False)
+    return (_postings_signature(acc, indices, data, p, stop, start, end, touched, found),
+            _postings_codegen(False))
 
 
 @intrinsic
-def take_candidates(typingctx, acc, touched, i, floor, start, keys, kept):
-    """For the candidates touched[i:i+16]: append the keys of those whose score's bits are
-    at least `floor` to keys[kept:] and reset their accumulator slots to 0; returns the
-    new `kept`. A key is (score bits << 32 | ~(start + slot)), as in the scalar kernel."""
+def take_candidates(typingctx, acc, touched, i, found, floor, start, keys, kept):
+    """For the candidates touched[i:min(i+16, found)]: append the keys of those whose
+    score's bits are at least `floor` to keys[kept:] and reset their accumulator slots to 0;
+    returns the new `kept`. A key is (score bits << 32 | ~(start + slot)), as in the scalar
+    kernel."""
 
     def codegen(context, builder, signature, args):
-        acc, touched, i, floor, start, keys, kept = args
-        acc_type, touched_type, _, _, _, keys_type, _ = signature.args
+        acc, touched, i, found, floor, start, keys, kept = args
+        acc_type, touched_type, _, _, _, _, keys_type, _ = signature.args
         acc_base = _pointer(context, builder, acc_type, acc, ir.Constant(_i64, 0))
+        valid = _first_lanes(builder, builder.sub(found, i))
         slots = _load(builder, _pointer(context, builder, touched_type, touched, i), _I32)
-        scores = builder.bitcast(_gather(builder, acc_base, slots), _I32)
-        _scatter(builder, acc_base, slots, _ZEROS)
-        keep = builder.icmp_unsigned(">=", scores, _splat(builder, floor, _I32))
+        scores = builder.bitcast(_gather(builder, acc_base, slots, valid), _I32)
+        _scatter(builder, acc_base, slots, _ZEROS, valid)
+        keep = builder.and_(valid, builder.icmp_unsigned(">=", scores, _splat(builder, floor,
+                                                                                 _I32)))
         ones = ir.Constant(_I64_HALF, [0xFFFFFFFF] * 8)
         first = _splat(builder, start, _I64_HALF)
         for half in range(2):
@@ -154,4 +180,4 @@ def take_candidates(typingctx, acc, touched, i, floor, start, keys, kept):
                            mask, kept)
         return kept
 
-    return types.int64(acc, touched, i, floor, start, keys, kept), codegen
+    return types.int64(acc, touched, i, found, floor, start, keys, kept), codegen

@@ -159,6 +159,7 @@ def _kernel(vector: bool):
     def search(indptr, indices, data, num_docs, offsets, tokens, k, block, acc, touched, cursor,
                keys, best, counts):
         capacity = len(keys) - lanes
+        size = len(indices)
         bits = acc.view(np.uint32)
         for q in range(len(offsets) - 1):
             first, last = offsets[q], offsets[q + 1]
@@ -171,16 +172,14 @@ def _kernel(vector: bool):
                 found = 0
                 for j in range(first, last):  # token order: bm25s's order of additions
                     p, stop = cursor[j - first], indptr[tokens[j] + 1]
-                    if vector:
+                    if vector:  # 16 at a time while 16 can be read, the rest below
                         if j == first:  # the block's accumulator is all zeros yet
-                            while p + lanes <= stop and indices[p + lanes - 1] < end:
-                                found = avx512.put_postings(acc, indices, data, p, start,
-                                                            touched, found)
-                                p += lanes
-                        while p + lanes <= stop and indices[p + lanes - 1] < end:
-                            found = avx512.add_postings(acc, indices, data, p, start, touched,
-                                                        found)
-                            p += lanes
+                            while p < stop and indices[p] < end and p + lanes <= size:
+                                found, p = avx512.put_postings(acc, indices, data, p, stop,
+                                                               start, end, touched, found)
+                        while p < stop and indices[p] < end and p + lanes <= size:
+                            found, p = avx512.add_postings(acc, indices, data, p, stop, start,
+                                                           end, touched, found)
                     while p < stop and indices[p] < end:
                         slot = indices[p] - start
                         before = acc[slot]
@@ -191,8 +190,8 @@ def _kernel(vector: bool):
                     cursor[j - first] = p
                 i = 0
                 if vector:
-                    while i + lanes <= found:
-                        kept = avx512.take_candidates(acc, touched, i,
+                    while i < found:
+                        kept = avx512.take_candidates(acc, touched, i, found,
                                                       np.uint32(threshold >> np.uint64(32)),
                                                       start, keys, kept)
                         i += lanes
