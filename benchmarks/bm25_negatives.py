@@ -107,7 +107,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--passages", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=5000, help="for the batched path")
-    parser.add_argument("--reference-queries", type=int, default=200,
+    parser.add_argument("--reference-queries", type=int, default=1000,
                         help="for the per-query path (a prefix of the same queries)")
     parser.add_argument("--threads", type=int, default=bm25.available_cores())
     parser.add_argument("--depth", type=int, default=500, help="passages retrieved per query")
