@@ -172,12 +172,19 @@ def _kernel(vector: bool):
                 found = 0
                 for j in range(first, last):  # token order: bm25s's order of additions
                     p, stop = cursor[j - first], indptr[tokens[j] + 1]
-                    if vector:  # 16 at a time while 16 can be read, the rest below
+                    if vector:
+                        # 16 at a time, p advanced apart from the lanes' work so that the
+                        # next loads need not wait for it; then the block's last few.
                         if j == first:  # the block's accumulator is all zeros yet
-                            while p < stop and indices[p] < end and p + lanes <= size:
-                                found, p = avx512.put_postings(acc, indices, data, p, stop,
+                            while p + lanes <= stop and indices[p + lanes - 1] < end:
+                                found, _ = avx512.put_postings(acc, indices, data, p, stop,
                                                                start, end, touched, found)
-                        while p < stop and indices[p] < end and p + lanes <= size:
+                                p += lanes
+                        while p + lanes <= stop and indices[p + lanes - 1] < end:
+                            found, _ = avx512.add_postings(acc, indices, data, p, stop, start,
+                                                           end, touched, found)
+                            p += lanes
+                        if p < stop and indices[p] < end and p + lanes <= size:
                             found, p = avx512.add_postings(acc, indices, data, p, stop, start,
                                                            end, touched, found)
                     while p < stop and indices[p] < end:
