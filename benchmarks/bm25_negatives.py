@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 
 from lead import schemas
-from lead.data import avx512, bm25
+from lead.data import bm25
 from lead.io import write_table
 
 SEED = 20240502
@@ -126,7 +126,7 @@ def main() -> None:
                   for name in ("mixed", "specific")}
     del texts
     # The kernel top_k takes on this CPU first, and the scalar one beside the AVX-512 one.
-    kernels = ["AVX-512", "scalar"] if avx512.AVAILABLE else ["scalar"]
+    kernels = ["AVX-512", "scalar"] if bm25.AVX512 else ["scalar"]
     for kernel in kernels:  # compile (or load) them
         list(bm25.top_k(index, query_sets["mixed"][:2], args.depth, 1, kernel == "AVX-512"))
 

@@ -14,7 +14,7 @@ import pytest
 from lead import schemas
 from lead.__main__ import main
 from lead.config import resolve
-from lead.data import avx512, bm25
+from lead.data import bm25
 from lead.data.negatives import GroupCounts, bm25_groups, dense_groups, given_groups
 from lead.errors import ConfigError, DataError
 from lead.io import read_provenance, write_table
@@ -160,7 +160,7 @@ def tied_index(tmp_path_factory):
 
 @pytest.mark.parametrize("kernel", [
     "scalar",
-    pytest.param("avx512", marks=pytest.mark.skipif(not avx512.AVAILABLE,
+    pytest.param("avx512", marks=pytest.mark.skipif(not bm25.AVX512,
                                                      reason="no AVX-512 here")),
 ])
 @pytest.mark.parametrize("k", [1, 3, 17, 500])
