@@ -350,19 +350,34 @@ def _prefetch(context, builder, array_types, arrays, p):
                                 ir.Constant(_i32, 1)])
 
 
+def _postings_lanes(context, builder, signature, args):
+    """The lanes of the postings at p (up to 16, before `stop`, of passages below `end`):
+    the accumulator's base, the mask of valid lanes, their slots and weights; the postings
+    `AHEAD` are prefetched."""
+    acc, indices, data, p, stop, start, end = args[:7]
+    acc_type, indices_type, data_type = signature.args[:3]
+    _prefetch(context, builder, (indices_type, data_type), (indices, data), p)
+    ids = _load(builder, _pointer(context, builder, indices_type, indices, p), _I32)
+    # The term's postings are sorted: the lanes before `stop` and below `end` are a prefix.
+    valid = builder.and_(_first_lanes(builder, builder.sub(stop, p)),
+                         builder.icmp_signed("<", ids, _splat(builder, builder.trunc(end, _i32),
+                                                              _I32)))
+    slots = builder.sub(ids, _splat(builder, builder.trunc(start, _i32), _I32))
+    weights = _load(builder, _pointer(context, builder, data_type, data, p), _F32)
+    acc_base = _pointer(context, builder, acc_type, acc, ir.Constant(_i64, 0))
+    return acc_base, valid, slots, weights
+
+
+def _count_and_next(context, builder, signature, count, p, valid):
+    """The (count, p) a postings step returns: p past the valid lanes."""
+    return context.make_tuple(builder, signature.return_type,
+                              [count, builder.add(p, _popcount(builder, valid))])
+
+
 def _postings_codegen(read_before):
     def codegen(context, builder, signature, args):
-        acc, indices, data, p, stop, start, end, touched, found = args
-        acc_type, indices_type, data_type, _, _, _, _, touched_type, _ = signature.args
-        acc_base = _pointer(context, builder, acc_type, acc, ir.Constant(_i64, 0))
-        _prefetch(context, builder, signature.args[1:3], (indices, data), p)
-        ids = _load(builder, _pointer(context, builder, indices_type, indices, p), _I32)
-        # The term's postings are sorted: the lanes before `stop` and below `end` are a prefix.
-        valid = builder.and_(_first_lanes(builder, builder.sub(stop, p)),
-                             builder.icmp_signed("<", ids, _splat(builder, builder.trunc(end, _i32),
-                                                                  _I32)))
-        slots = builder.sub(ids, _splat(builder, builder.trunc(start, _i32), _I32))
-        weights = _load(builder, _pointer(context, builder, data_type, data, p), _F32)
+        p, touched, found = args[3], args[7], args[8]
+        acc_base, valid, slots, weights = _postings_lanes(context, builder, signature, args)
         new = builder.and_(valid, builder.fcmp_ordered(">", weights, _ZEROS))
         if read_before:
             before = _gather(builder, acc_base, slots, valid)
@@ -370,10 +385,9 @@ def _postings_codegen(read_before):
             _scatter(builder, acc_base, slots, builder.fadd(before, weights), valid)
         else:
             _scatter(builder, acc_base, slots, weights, valid)
-        found = _append(builder, slots, _pointer(context, builder, touched_type, touched, found),
-                        new, found)
-        return context.make_tuple(builder, signature.return_type,
-                                  [found, builder.add(p, _popcount(builder, valid))])
+        found = _append(builder, slots, _pointer(context, builder, signature.args[7], touched,
+                                                 found), new, found)
+        return _count_and_next(context, builder, signature, found, p, valid)
     return codegen
 
 
@@ -430,26 +444,17 @@ def _final_postings(typingctx, acc, indices, data, p, stop, start, end, floor, k
     Returns the new `kept` and `p`."""
 
     def codegen(context, builder, signature, args):
-        acc, indices, data, p, stop, start, end, floor, keys, kept = args
-        acc_type, indices_type, data_type = signature.args[:3]
-        acc_base = _pointer(context, builder, acc_type, acc, ir.Constant(_i64, 0))
-        _prefetch(context, builder, signature.args[1:3], (indices, data), p)
-        ids = _load(builder, _pointer(context, builder, indices_type, indices, p), _I32)
-        valid = builder.and_(_first_lanes(builder, builder.sub(stop, p)),
-                             builder.icmp_signed("<", ids, _splat(builder, builder.trunc(end, _i32),
-                                                                  _I32)))
-        slots = builder.sub(ids, _splat(builder, builder.trunc(start, _i32), _I32))
-        weights = _load(builder, _pointer(context, builder, data_type, data, p), _F32)
+        p, start, floor, keys, kept = args[3], args[5], args[7], args[8], args[9]
+        acc_base, valid, slots, weights = _postings_lanes(context, builder, signature, args)
         scores = builder.fadd(_gather(builder, acc_base, slots, valid), weights)
         _scatter(builder, acc_base, slots, _ZEROS, valid)
         bits = builder.bitcast(scores, _I32)
         kept = _append_keys(context, builder, signature.args[8], keys, kept, bits, slots, start,
                             builder.and_(valid, _at_least(builder, bits, floor)))
-        return context.make_tuple(builder, signature.return_type,
-                                  [kept, builder.add(p, _popcount(builder, valid))])
+        return _count_and_next(context, builder, signature, kept, p, valid)
 
-    return (types.UniTuple(types.int64, 2)(acc, indices, data, p, stop, start, end, floor, keys,
-                                           kept), codegen)
+    return (_postings_signature(acc, indices, data, p, stop, start, end, floor, keys, kept),
+            codegen)
 
 
 @intrinsic
