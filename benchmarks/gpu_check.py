@@ -97,7 +97,7 @@ def summarise(name: str, log_path: Path, examples_per_step: int) -> float:
 
 def check_fp32_scores(model_dir: Path, rng: np.random.Generator) -> None:
     """The encoders run bf16 on CUDA; the scores LEAD's softmaxes read must not."""
-    from lead.modeling import collate, load_encoder
+    from lead.modeling.encoders import collate, load_encoder
 
     encoder = load_encoder(model_dir).cuda().eval()
     vocab = encoder.backbone.get_input_embeddings().num_embeddings
@@ -128,7 +128,7 @@ def main() -> int:
         print("gpu_check: no GPU: skipped")
         return 0
     from lead.__main__ import main as lead_main
-    from lead.modeling import load_encoder
+    from lead.modeling.encoders import load_encoder
     from lead.modeling.init import init_model
 
     print(f"gpu_check on {torch.cuda.get_device_name()} (bf16 supported: "

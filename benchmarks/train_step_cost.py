@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 
 from lead.config import resolve
+from lead.devices import cpu_has_native_bf16
 from lead.distributed import Processes
-from lead.encode import cpu_has_native_bf16
-from lead.modeling import collate, load_encoder
+from lead.modeling.encoders import collate, load_encoder
 from lead.modeling.init import init_model
 from lead.training.data import EncoderInputs
 from lead.training.distillation import DistillationObjective

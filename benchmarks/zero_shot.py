@@ -54,7 +54,7 @@ def theirs(model_dir: Path, data: Path, split: str, depth: int) -> float:
 def compare(name: str, model: str, dataset: dict, split: str, work: Path) -> None:
     from lead.data.sources import build_dataset
     from lead.evaluate_model import evaluate_model
-    from lead.modeling.init import source_dir
+    from lead.modeling.spec import source_dir
 
     started = time.perf_counter()
     out = evaluate_model(model, dataset, work / f"{name}-lead", split=split,

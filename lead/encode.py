@@ -6,11 +6,9 @@ output lines up with the tokens file row for row (and shards concatenate to the 
 Memory depends on the window, never on the corpus. The output lands atomically: a killed job
 leaves nothing, and rerunning redoes only its own shard.
 
-On CPU a large enough shard runs the backbone through torch.compile (inductor, dynamic shapes,
-frozen weights): the forward pass is bound by its matrix products, and compiling fuses the
-rest (bias, GELU, residual + LayerNorm, the attention reshapes) around them. What an encoder's
-representation is stays defined by `Encoder.encode_query` / `encode_passage`; only the
-backbone's execution changes.
+The backbone runs as its library defines it (eager PyTorch; bf16 autocast on CUDA, and on CPU
+when `encode.cpu_bf16` is set): what an encoder's representation is stays defined by
+`Encoder.encode_query` / `encode_passage` alone.
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +25,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from lead.devices import cpu_has_native_bf16
 from lead.errors import ConfigError, DataError
 from lead.io import open_parquet, parquet_writer, provenance
-from lead.modeling import Encoder, collate, load_encoder
-from lead.modeling.packed import compiled_packed_forward, packable
+from lead.modeling.encoders import Encoder, collate, load_encoder
 from lead.schemas import TOKENS, embeddings
 from lead.tokenization import check_tokenizer
 
@@ -241,83 +239,18 @@ def encode_tokens(
     return written
 
 
-def encoder_embed(
-    encoder: Encoder, role: str, device: torch.device, bf16: bool, compiled: bool = False
-) -> Embed:
-    """Wrap an Encoder as an `Embed`: inference mode, bf16 autocast when asked.
-
-    `compiled` (the towers went through `compile_towers`): every call runs under
-    `compiled_calls`, and a one-row batch runs as two copies of its row, because dynamic
-    shapes specialise size 1 and would compile again.
-    """
+def encoder_embed(encoder: Encoder, role: str, device: torch.device, bf16: bool) -> Embed:
+    """Wrap an Encoder as an `Embed`: inference mode, bf16 autocast when asked."""
     encode = encoder.encode_query if role == "query" else encoder.encode_passage
 
     def embed(rows: list[Sequence[int]]) -> np.ndarray:
-        width = len(rows)
-        if compiled and width == 1:
-            rows = [rows[0], rows[0]]
         batch = {name: t.to(device) for name, t in collate(rows, encoder.pad_id).items()}
         autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
-        with torch.inference_mode(), autocast, compiled_calls() if compiled else nullcontext():
+        with torch.inference_mode(), autocast:
             final = encode(batch).final
-        return final[:width].float().cpu().numpy()
+        return final.float().cpu().numpy()
 
     return embed
-
-
-@contextmanager
-def compiled_calls() -> Iterator[None]:
-    """The compiler settings of a call to a compiled tower, read whenever a call compiles:
-    weights frozen into the graph as constants (inductor then packs them for oneDNN and
-    folds what depends on them alone), and the eager tower should a compilation fail."""
-    with (
-        torch._inductor.config.patch(freezing=True),
-        torch._dynamo.config.patch(suppress_errors=True),
-    ):
-        yield
-
-
-def compile_towers(encoder: Encoder, device: torch.device) -> bool:
-    """Compile the encoder's towers in place (inductor on CPU, dynamic shapes so every batch
-    shape shares one compilation, weights frozen as constants); returns whether it did. A
-    BERT tower compiles its packed forward (lead.modeling.packed: no padding through the
-    linear layers), used for inference only.
-
-    CUDA is left alone; without a working C++ compiler nothing is compiled. Compiled code
-    is cached by torch under its own cache directory (a temp dir by default), never in the
-    outputs.
-    """
-    if device.type != "cpu":
-        log.info("not compiling on %s: encoding eagerly", device.type)
-        return False
-    try:
-        from torch._inductor import cpp_builder
-
-        cpp_builder.get_cpp_compiler()
-    except Exception as err:  # InvalidCxxCompiler, or an inductor without this check
-        log.warning("not compiling: inductor has no working C++ compiler (%s: %s); "
-                    "encoding eagerly", type(err).__name__, err)
-        return False
-    for tower in (encoder.backbone, encoder.query_backbone):
-        if tower is None:
-            continue
-        if packable(tower):
-            encoder.inference_forwards[id(tower)] = compiled_packed_forward(tower)
-        else:
-            tower.compile(dynamic=True)
-    log.info("compiling the backbone with torch.compile (inductor, dynamic shapes, frozen "
-             "weights%s): the first batch waits for the compiler",
-             ", BERT's linear layers on real tokens only" if encoder.inference_forwards else "")
-    return True
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 matrix products natively (AVX512-BF16 or AMX tiles).
-
-    oneDNN also "supports" bf16 on plain AVX512 by emulation, several times slower than
-    fp32, so its own support flag does not tell.
-    """
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
 def encode_file(
@@ -333,8 +266,7 @@ def encode_file(
     """The encode stage: a dual encoder's embeddings of one shard of a tokens file.
 
     `settings` is the resolved `encode` config section. bf16 autocast is always on for CUDA
-    and on CPU when `cpu_bf16` is set. On CPU a shard of at least `compile_min_rows` rows
-    runs the backbone compiled (`compile_towers`).
+    and on CPU when `cpu_bf16` is set.
     """
     if role not in ROLES:
         raise ConfigError(f"role must be one of {ROLES}, got {role!r}")
@@ -345,23 +277,19 @@ def encode_file(
             f"{model_dir} is a {encoder.kind} model: only dual encoders produce single-vector "
             "embeddings for dense retrieval"
         )
-    start, stop = shard_rows(open_tokens(tokens_path).metadata.num_rows, shard, num_shards)
+    shard_rows(open_tokens(tokens_path).metadata.num_rows, shard, num_shards)  # checked first
     check_tokenizer(model_dir, tokens_path)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     bf16 = device.type == "cuda" or settings["cpu_bf16"]
     if device.type == "cpu" and bf16 and not cpu_has_native_bf16():
         log.warning("cpu_bf16 is set but this CPU has no native bf16: encoding will be slow")
     encoder.to(device).eval()
-    compiled = (
-        stop - start >= settings["compile_min_rows"]
-        and compile_towers(encoder, device)
-    )
     prov = provenance("encode", settings, role=role, shard=shard, num_shards=num_shards,
-                      bf16=bf16, compiled=compiled)
+                      bf16=bf16)
     return encode_tokens(
         tokens_path,
         out_path,
-        encoder_embed(encoder, role, device, bf16, compiled),
+        encoder_embed(encoder, role, device, bf16),
         encoder.hidden_size,
         batch_size=settings["batch_size"],
         dtype=settings["dtype"],

@@ -61,8 +61,8 @@ def evaluate_model(
     from lead.data.sources import build_dataset
     from lead.encode import encode_file
     from lead.evaluate import write_evaluation
-    from lead.modeling.encoders import LEAD_CONFIG, EncoderSpec
     from lead.modeling.init import init_model
+    from lead.modeling.spec import LEAD_CONFIG, EncoderSpec
     from lead.runs import export_trec
     from lead.search import search as run_search
     from lead.tokenization import tokenize_file
@@ -112,7 +112,7 @@ def _trained_lengths(model: str) -> dict[str, int]:
     sentence-transformers itself would cut them."""
     import json
 
-    from lead.modeling.init import source_dir
+    from lead.modeling.spec import source_dir
 
     source = source_dir(model)
     config = source / "sentence_bert_config.json" if source is not None else None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -19,18 +20,20 @@ QUIET = ("faiss", "faiss.loader", "bm25s", "transformers", "huggingface_hub", "u
 
 
 def setup(debug: bool = False) -> None:
+    # Read by huggingface_hub and transformers when they are first imported (a stage that
+    # needs no model, such as check-config, then never imports them).
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for name in QUIET:
         logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
-    try:
+    if "transformers" in sys.modules:  # imported already: the variables above came too late
         from transformers.utils import logging as transformers_logging
-    except ImportError:
-        return
-    transformers_logging.set_verbosity_error()
-    transformers_logging.disable_progress_bar()
+
+        transformers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
 
 
 def size(path: Path) -> str:

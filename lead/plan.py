@@ -21,13 +21,12 @@ from typing import Any
 
 from lead.config import merge, resolve, validate
 from lead.errors import ConfigError
+from lead.methods import DISTILLING, LEAD, METHODS
 from lead.paths import check_name
 
 log = logging.getLogger(__name__)
 
 MAIN = "main"  # the collection of the config's own `dataset`
-METHODS = ("none", "response", "lead")
-DISTILLING = ("response", "lead")
 # The splits each source can produce ("dev" is held out from "train" when a source has none).
 SOURCE_SPLITS = {
     "embedded": ("train", "dev", "test"),
@@ -244,10 +243,10 @@ def _student_jobs(distill: Mapping[str, Any]) -> list[StudentJob]:
             raise ConfigError(f"config key distillation.variants.{name}: a variant cannot take "
                               f"the name of a method ({', '.join(METHODS)})")
         overrides = dict(overrides)
-        method = overrides.pop("method", "lead")
+        method = overrides.pop("method", LEAD)
         if method not in METHODS:
             raise ConfigError(f"config key distillation.variants.{name}.method: {method!r} is "
-                              f"not one of {METHODS}")
+                              f"not one of {list(METHODS)}")
         for key in ("methods", "seeds", "variants"):
             if key in overrides:
                 raise ConfigError(f"config key distillation.variants.{name}.{key}: variants "
@@ -345,7 +344,7 @@ def _check_given_path(path: str | None) -> None:
 
 def _check_training(plan: Plan) -> None:
     """Layer choices against the models' depths, as far as the models can be read now."""
-    from lead.modeling.init import model_depth
+    from lead.modeling.spec import model_depth
 
     if not plan.students:
         return
@@ -360,7 +359,7 @@ def _check_training(plan: Plan) -> None:
     from lead.training.layers import LayerSelector
 
     for job in plan.students:
-        if job.method != "lead":
+        if "layer" not in METHODS[job.method].terms:
             continue
         key = ("distillation" if job.variant is None
                else f"distillation.variants.{job.variant}") + ".layers"

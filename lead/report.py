@@ -29,11 +29,10 @@ from lead.config import resolve
 from lead.errors import ConfigError, DataError
 from lead.io import atomic_path, check_output, config_hash, read_table
 from lead.measures import measure_name
+from lead.methods import BASELINES, LEAD
 from lead.schemas import METRICS
 from lead.significance import compare, compare_seeds
 
-LEAD = "lead"
-BASELINES = ("response", "none")
 SIGNIFICANCE_ALPHA = 0.05
 STUDENT = re.compile(r"^student-(?P<row>.+)-s(?P<seed>-?\d+)$")
 _LOG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

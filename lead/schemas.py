@@ -49,7 +49,7 @@ def teacher_layers(num_layers: int, dim: int, dtype: str = "float32") -> pa.Sche
 
 
 # The training log: one row per logged step (step 0: the initial model's dev evaluation).
-# Loss columns come first, one per term the method computes (lead.training.objective.TERMS)
+# Loss columns come first, one per term the method computes (lead.methods.TERMS)
 # after "loss"; dev columns last, `dev_<measure>` (and `teacher_dev_<measure>` for a jointly
 # trained teacher) on evaluation steps.
 TRAINING_LOG_FIXED = {

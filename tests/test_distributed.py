@@ -19,7 +19,7 @@ import torch.multiprocessing as mp
 from tiny_models import TEXTS, make_model, make_tokenizer, spread_weights
 
 from lead.distributed import all_gather_with_grad, gather_sizes, global_mean
-from lead.modeling import collate, load_encoder
+from lead.modeling.encoders import collate, load_encoder
 from lead.training.distillation import DistillationObjective
 
 GROUP = 3

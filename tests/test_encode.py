@@ -1,5 +1,5 @@
 """Encoding: schema, dtype, sharding, determinism, padding invariance, atomic failure,
-broken models and foreign tokens, progress lines, the compiled backbone."""
+broken models and foreign tokens, progress lines."""
 
 from __future__ import annotations
 
@@ -17,10 +17,11 @@ from tiny_models import make_model, make_tokenizer, spread_weights
 from lead import encode as encode_module
 from lead.__main__ import main
 from lead.config import dumps, resolve
+from lead.devices import cpu_has_native_bf16
 from lead.encode import encode_file, encode_tokens, shard_rows
 from lead.errors import ConfigError, DataError
-from lead.io import read_provenance, write_table
-from lead.modeling import collate, load_encoder
+from lead.io import write_table
+from lead.modeling.encoders import collate, load_encoder
 from lead.schemas import CORPUS, TOKENS, embeddings
 from lead.tokenization import tokenize_file
 
@@ -417,94 +418,6 @@ def test_encode_logs_progress_in_the_role_unit(model_dir, tokens_path, tmp_path,
     assert lines[-1].endswith(" queries/s")
 
 
-# --- the compiled backbone ---------------------------------------------------------------
-
-
-def compiling(**overrides):
-    """Settings that compile whatever the shard size (the key is not in the schema yet)."""
-    return {**settings(**overrides), "compile_min_rows": 0}
-
-
-@pytest.fixture(scope="module")
-def compiled_runs(model_dir, tokens_path, tmp_path_factory):
-    """The tokens encoded twice with a compiled backbone (windows of 3 batches of 4 rows, so
-    batches of 4, 1 and other row counts and many lengths share one compilation)."""
-    from torch._dynamo.utils import counters
-
-    root = tmp_path_factory.mktemp("compiled")
-    runs = []
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(encode_module, "SORT_WINDOW_BATCHES", 3)
-        for name in ("first", "second"):
-            graphs = counters["stats"]["unique_graphs"]
-            out = root / f"{name}.parquet"
-            encode_file(model_dir, tokens_path, "passage", out, compiling())
-            runs.append((out, counters["stats"]["unique_graphs"] - graphs))
-    return runs
-
-
-def test_compiled_encoding_matches_the_plain_path(compiled_runs, model_dir, tokens_path):
-    (out, graphs), _ = compiled_runs
-    assert graphs >= 1  # the backbone really ran compiled
-    assert read_provenance(out)["compiled"] is True
-    ids, vectors = read_embeddings(out)
-    assert ids == [f"p{i:03d}" for i in range(ROWS)]
-    reference = one_by_one(model_dir, tokens_path)
-    cosine = (vectors * reference).sum(1) / (
-        np.linalg.norm(vectors, axis=1) * np.linalg.norm(reference, axis=1)
-    )
-    assert cosine.min() >= 0.99999
-    np.testing.assert_allclose(vectors, reference, rtol=1e-4, atol=1e-5)
-
-
-def test_compiled_encoding_is_byte_deterministic_and_compiles_once(compiled_runs):
-    (first, first_graphs), (second, second_graphs) = compiled_runs
-    assert first.read_bytes() == second.read_bytes()
-    # Dynamic shapes: every batch shape of a run shares its graphs; a one-row batch does not
-    # specialise (it runs as two copies of the row).
-    assert first_graphs == second_graphs == 1
-
-
-def test_compiled_weights_are_each_models_own(model_dir, tokens_path, tmp_path):
-    """Frozen weights are constants of a compiled graph: a second model in the same process
-    must not run with the first one's."""
-    other = spread_weights(
-        make_model(tmp_path / "other", make_tokenizer(tmp_path / "tok"), pooling="mean",
-                   hidden=16, seed=4),
-        seed=6, std=0.2,
-    )
-    out = tmp_path / "other.parquet"
-    encode_file(other, tokens_path, "passage", out, compiling())
-    np.testing.assert_allclose(
-        read_embeddings(out)[1], one_by_one(other, tokens_path), rtol=1e-4, atol=1e-5
-    )
-
-
-def test_small_shards_run_eagerly(model_dir, tokens_path, tmp_path):
-    out = tmp_path / "small.parquet"
-    encode_file(model_dir, tokens_path, "passage", out,
-                {**settings(), "compile_min_rows": ROWS + 1})
-    assert read_provenance(out)["compiled"] is False
-
-
-def test_without_a_cxx_compiler_nothing_is_compiled(model_dir, tokens_path, tmp_path, caplog):
-    import torch._inductor.config as inductor
-
-    out, plain = tmp_path / "no-compiler.parquet", tmp_path / "plain.parquet"
-    no_compiler = inductor.patch({"cpp.cxx": (str(tmp_path / "no-such-c++"),)})
-    with no_compiler, caplog.at_level(logging.WARNING, logger="lead.encode"):
-        encode_file(model_dir, tokens_path, "passage", out, compiling())
-    assert read_provenance(out)["compiled"] is False
-    assert any("no working C++ compiler" in r.getMessage() for r in caplog.records)
-    encode_file(model_dir, tokens_path, "passage", plain, settings())
-    assert read_embeddings(out)[1].tobytes() == read_embeddings(plain)[1].tobytes()
-
-
-def test_cuda_is_never_compiled(model_dir):
-    encoder = load_encoder(model_dir)
-    assert encode_module.compile_towers(encoder, torch.device("cuda")) is False
-
-
 @pytest.mark.skipif(not Path("/proc/cpuinfo").is_file(), reason="needs Linux /proc/cpuinfo")
 def test_native_bf16_means_the_cpu_flags_say_so():
     """oneDNN emulates bf16 on plain AVX512; only AVX512-BF16 or AMX make it fast."""
@@ -512,4 +425,4 @@ def test_native_bf16_means_the_cpu_flags_say_so():
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("flags"):
             flags |= set(line.split(":", 1)[1].split())
-    assert encode_module.cpu_has_native_bf16() == bool(flags & {"avx512_bf16", "amx_bf16"})
+    assert cpu_has_native_bf16() == bool(flags & {"avx512_bf16", "amx_bf16"})

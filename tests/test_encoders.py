@@ -10,9 +10,7 @@ import torch
 from tiny_models import TEXTS, batch, make_model, make_tokenizer, spread_weights
 
 from lead.errors import ConfigError
-from lead.modeling import collate, load_encoder
-from lead.modeling.encoders import join_pairs, maxsim
-from lead.modeling.packed import packable, packed_hidden_states, real_positions
+from lead.modeling.encoders import collate, join_pairs, load_encoder, maxsim
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +181,8 @@ def test_colbert_markers_need_the_tokens_in_the_vocabulary(tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
-    from lead.modeling.encoders import EncoderSpec, build_encoder
+    from lead.modeling.encoders import build_encoder
+    from lead.modeling.spec import EncoderSpec
 
     backend = Tokenizer(models.WordLevel({"[PAD]": 0, "[UNK]": 1, "a": 2}, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -241,7 +240,8 @@ def test_cross_inputs_join_query_and_passage_with_zero_token_types_as_released()
 def test_cross_encoder_head_starts_from_the_release_initialisation():
     from transformers import BertConfig, BertModel
 
-    from lead.modeling.encoders import EncoderSpec, build_encoder
+    from lead.modeling.encoders import build_encoder
+    from lead.modeling.spec import EncoderSpec
 
     config = BertConfig(vocab_size=10, hidden_size=512, num_hidden_layers=1,
                         num_attention_heads=2, intermediate_size=16)
@@ -333,33 +333,3 @@ def test_loading_a_broken_directory_names_what_is_missing(model_dirs, tmp_path):
     (tmp_path / "lead.json" / "lead.json").write_text('{"kind": "dual", "colour": 1}')
     with pytest.raises(ConfigError, match="not a valid lead model description"):
         load_encoder(tmp_path / "lead.json")
-
-
-# --- the packed BERT forward of the compiled encode path ----------------------------------
-
-
-def test_packed_bert_forward_gives_bertmodels_states_at_every_real_position(tokenizer, tmp_path):
-    encoder = load_encoder(spread_weights(
-        make_model(tmp_path / "bert", tokenizer, pooling="mean", hidden=16, layers=3), seed=2
-    )).eval()
-    assert packable(encoder.backbone)
-    inputs = batch(encoder, TEXTS[:5])  # five lengths: every row but the longest is padded
-    mask = inputs["attention_mask"]
-    real = mask.bool()
-    assert not real.all()
-    token_types = (torch.arange(mask.shape[1]) >= 3).long().expand_as(mask) * mask
-    with torch.inference_mode():
-        for types in (None, token_types):
-            reference = encoder.backbone(**inputs, token_type_ids=types,
-                                         output_hidden_states=True).hidden_states
-            packed = packed_hidden_states(encoder.backbone, **inputs,
-                                          real=real_positions(mask), token_type_ids=types)
-            assert len(packed) == len(reference) == 4
-            for mine, theirs in zip(packed[1:], reference[1:], strict=True):
-                torch.testing.assert_close(mine[real], theirs[real], rtol=1e-5, atol=1e-5)
-                assert not mine[~real].any()
-
-
-def test_only_plain_bert_encoders_take_the_packed_forward(tokenizer, tmp_path):
-    other = load_encoder(make_model(tmp_path / "distilbert", tokenizer, model_type="distilbert"))
-    assert not packable(other.backbone)

@@ -11,8 +11,9 @@ from tiny_models import make_tokenizer
 
 from lead.__main__ import main
 from lead.errors import ConfigError
-from lead.modeling import collate, load_encoder
-from lead.modeling.init import init_model, source_dir
+from lead.modeling.encoders import collate, load_encoder
+from lead.modeling.init import init_model
+from lead.modeling.spec import source_dir
 
 RANDOM = {
     "init": "random",
@@ -189,7 +190,7 @@ def test_explicit_similarity_overrides_the_inherited_one(tokenizer, tmp_path):
 
 
 def test_packaged_minilm_is_a_cosine_model_with_mean_pooling():
-    from lead.modeling.init import resolve_model_settings
+    from lead.modeling.spec import resolve_model_settings
 
     resolved = resolve_model_settings({"init": "package:minilm"})
     assert (resolved["similarity"], resolved["pooling"], resolved["scale"]) == (

@@ -15,7 +15,7 @@ from lead.losses import (
     response_kl,
     reverse_kl,
 )
-from lead.modeling import load_encoder
+from lead.modeling.encoders import load_encoder
 from lead.training.distillation import DistillationObjective
 from lead.training.objective import Objective
 

@@ -94,7 +94,8 @@ def _model(root: Path, corpus: Path, name: str, tokenizer_type: str, layers: int
     """A tiny random BERT dual encoder with its own trained tokenizer, as a model directory."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from lead.modeling.encoders import EncoderSpec, build_encoder
+    from lead.modeling.encoders import build_encoder
+    from lead.modeling.spec import EncoderSpec
     from lead.tokenization import train_tokenizer
 
     tokenizer_dir = root / f"{name}-tokenizer"
@@ -303,7 +304,7 @@ def lead_run(world, tmp_path_factory) -> Path:
 def test_lead_distillation_between_different_tokenizers_lowers_the_loss(world, lead_run):
     from transformers import AutoModel
 
-    from lead.modeling import load_encoder
+    from lead.modeling.encoders import load_encoder
 
     log = _log(lead_run)
     assert log["step"].tolist() == list(range(0, 25))  # step 0: the initial model's dev row
@@ -498,7 +499,7 @@ def test_a_model_directory_without_tokenizer_or_not_matching_the_config_fails(
 def test_lead_takes_its_layer_scores_from_the_same_forward_pass_as_response(world):
     """LEAD costs no extra encoder forward: one per model for queries and one for passages."""
     from lead.distributed import Processes
-    from lead.modeling import load_encoder
+    from lead.modeling.encoders import load_encoder
     from lead.training.distillation import DistillationObjective
     from lead.training.loop import train_step
     from lead.training.optim import make_trainee
@@ -539,13 +540,13 @@ def _scoring(batch_size=7, rank=0, world_size=1):
 
 def test_dev_evaluation_ranks_the_pool_as_brute_force_does(world):
     from lead.evaluate import evaluate_run
-    from lead.modeling import collate, load_encoder
-    from lead.training.validation import evaluate_model
+    from lead.modeling.encoders import collate, load_encoder
+    from lead.training.validation import dev_metrics
 
     encoder = load_encoder(world["student"])
     dev = _dev_set(world)
     measures = ["RR@10", "R@20"]
-    got = evaluate_model(encoder, dev, depth=20, measures=measures, scoring=_scoring(), seed=3)
+    got = dev_metrics(encoder, dev, depth=20, measures=measures, scoring=_scoring(), seed=3)
     with torch.no_grad():
         def embed(encode, table, rows):
             return encode(collate(table.token_ids(rows), encoder.pad_id)).final
@@ -570,15 +571,16 @@ def test_dev_evaluation_ranks_the_pool_as_brute_force_does(world):
 def test_dev_evaluation_scores_colbert_and_cross_encoder_models(world, tmp_path, kind):
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from lead.modeling.encoders import EncoderSpec, build_encoder
-    from lead.training.validation import evaluate_model
+    from lead.modeling.encoders import build_encoder
+    from lead.modeling.spec import EncoderSpec
+    from lead.training.validation import dev_metrics
 
     tokenizer = AutoTokenizer.from_pretrained(world["student"])
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
                         num_attention_heads=2, intermediate_size=32, max_position_embeddings=64)
     spec = EncoderSpec(kind=kind, colbert_dim=8, colbert_markers=False)  # a trained vocabulary
     encoder = build_encoder(spec, BertModel(config), tokenizer)
-    metrics = evaluate_model(encoder, _dev_set(world), depth=12, measures=["RR@10", "R@12"],
+    metrics = dev_metrics(encoder, _dev_set(world), depth=12, measures=["RR@10", "R@12"],
                              scoring=_scoring(), seed=3)
     assert set(metrics) == {"RR@10", "R@12"} and all(0 <= v <= 1 for v in metrics.values())
     if kind == "cross":  # every query reranks its judged passages among its 12 candidates
@@ -625,8 +627,8 @@ def test_a_jointly_trained_teachers_dev_metric_is_logged(world, tmp_path):
 def test_a_frozen_teacher_read_from_its_layer_cache_trains_the_student_as_the_live_one(
     world, tmp_path
 ):
-    from lead.cache_teacher import cache_file
     from lead.config import resolve
+    from lead.teacher_cache import cache_file
 
     cache = resolve("distillation", {})["teacher_cache"]
     files = {}
@@ -649,8 +651,8 @@ def test_a_frozen_teacher_read_from_its_layer_cache_trains_the_student_as_the_li
     first, second = _weights(live / "model"), _weights(cached / "model")
     assert all(torch.allclose(first[n], second[n], atol=1e-5) for n in first)
     # the cache also gives the teacher's corpus embeddings without a forward pass
-    from lead.cache_teacher import embeddings_from_cache
     from lead.encode import encode_file
+    from lead.teacher_cache import embeddings_from_cache
 
     encoded, read_off = tmp_path / "encoded.parquet", tmp_path / "read-off.parquet"
     encode_file(world["teacher"], world["teacher_corpus_tokens"], "passage", encoded,

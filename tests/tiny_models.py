@@ -8,7 +8,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from lead.modeling import collate
+from lead.modeling.encoders import collate
 from lead.modeling.init import init_model
 
 TEXTS = [
@@ -96,7 +96,7 @@ def spread_weights(model_dir: Path, seed: int, std: float = 0.3) -> Path:
     """
     import torch
 
-    from lead.modeling import load_encoder
+    from lead.modeling.encoders import load_encoder
 
     encoder = load_encoder(model_dir)
     generator = torch.Generator().manual_seed(seed)

@@ -22,8 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from lead.cache_teacher import cache_file
     from lead.config import parse_settings, resolve
+    from lead.teacher_cache import cache_file
 
     settings = parse_settings(args.settings)
     encode = resolve("encode", settings.get("encode") or {})

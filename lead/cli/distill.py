@@ -13,9 +13,9 @@ HELP = "train a student with a teacher: none | response | lead"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lead.training.distillation import METHODS
+    from lead.methods import METHODS
 
-    parser.add_argument("--method", required=True, choices=METHODS)
+    parser.add_argument("--method", required=True, choices=list(METHODS))
     parser.add_argument("--settings", required=True,
                         help="JSON {teacher: ..., student: ..., distillation: ...}")
     parser.add_argument("--teacher", required=True, type=Path, help="teacher model directory")

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> None:
 
     settings = resolve("encode", parse_settings(args.settings))
     if args.from_cache is not None:
-        from lead.cache_teacher import embeddings_from_cache
+        from lead.teacher_cache import embeddings_from_cache
 
         embeddings_from_cache(args.model, args.from_cache, args.out, dtype=settings["dtype"])
         return

@@ -1,23 +1,6 @@
-"""Retrieval models: dual encoder, ColBERT and cross-encoder over any Hugging Face backbone."""
+"""Retrieval models over any Hugging Face backbone.
 
-from lead.modeling.encoders import (
-    ColbertEncoder,
-    CrossEncoder,
-    DualEncoder,
-    Encoder,
-    EncoderSpec,
-    Reps,
-    collate,
-    load_encoder,
-)
-
-__all__ = [
-    "ColbertEncoder",
-    "CrossEncoder",
-    "DualEncoder",
-    "Encoder",
-    "EncoderSpec",
-    "Reps",
-    "collate",
-    "load_encoder",
-]
+- spec.py: a model's description (lead.json, inherited scoring, depth), without torch
+- encoders.py: dual encoder, ColBERT and cross-encoder, with their per-layer scores
+- init.py: a model's initial directory; export.py: the files other libraries read
+"""

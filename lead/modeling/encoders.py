@@ -7,7 +7,7 @@ Layer counts and sizes come from the model config, never from a model's name.
 
 A model is scored the way it was trained: its `similarity` (dot or cosine) and `scale` (the
 inverse temperature a cosine model was trained with) are part of its description, inherited
-from its initialisation (lead.modeling.init). Scores, MaxSim and everything built on them are
+from its initialisation (lead.modeling.spec). Scores, MaxSim and everything built on them are
 computed in fp32 even when the encoders run under bf16 autocast.
 
 A model directory holds the backbone (save_pretrained, safetensors), its tokenizer, lead.json
@@ -18,9 +18,8 @@ encoder, the sentence-transformers files (lead.modeling.export).
 from __future__ import annotations
 
 import inspect
-import json
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,72 +31,16 @@ from torch import Tensor, nn
 from lead.errors import ConfigError, one_line
 from lead.io import atomic_path
 from lead.losses.contrastive import own_group
-from lead.modeling.packed import PACKED_INPUTS
+from lead.modeling.export import write_sentence_transformers
+from lead.modeling.spec import EncoderSpec
 
-LEAD_CONFIG = "lead.json"
 QUERY_TOWER_DIR = "query_model"
 HEAD_FILE = "lead_head.safetensors"
-KINDS = ("dual", "colbert", "cross")
-POOLINGS = ("cls", "mean")
-SIMILARITIES = ("dot", "cosine")
-TOKEN_TYPES = ("zero", "segments")
 # The release's ColBERT markers: [Q] and [D] take the place of [CLS].
 COLBERT_MARKERS = {"query": "[unused1]", "passage": "[unused2]"}
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
 
 Batch = dict[str, Tensor]
-
-
-@dataclass(frozen=True)
-class EncoderSpec:
-    """How a backbone is used (the content of lead.json)."""
-
-    kind: str = "dual"
-    pooling: str = "cls"
-    similarity: str = "dot"
-    scale: float = 1.0
-    shared_towers: bool = True
-    query_max_length: int = 32
-    passage_max_length: int = 256
-    colbert_dim: int | None = None
-    colbert_markers: bool = True
-    colbert_query_augmentation: bool = True
-    cross_token_types: str = "zero"
-    titles: str = "pair"
-
-    def __post_init__(self) -> None:
-        for name, value, allowed in (
-            ("kind", self.kind, KINDS),
-            ("pooling", self.pooling, POOLINGS),
-            ("similarity", self.similarity, SIMILARITIES),
-            ("cross_token_types", self.cross_token_types, TOKEN_TYPES),
-            ("titles", self.titles, ("pair", "space")),
-        ):
-            if value not in allowed:
-                raise ConfigError(f"model {name} {value!r} is unknown; expected one of {allowed}")
-        if self.kind != "dual" and self.similarity != "dot":
-            raise ConfigError(f"similarity {self.similarity!r} applies to dual encoders only")
-
-    @classmethod
-    def from_settings(cls, settings: dict[str, Any]) -> EncoderSpec:
-        """Pick the spec's fields out of a resolved teacher/student config section (inherited
-        values already filled in by lead.modeling.init.resolve_model_settings)."""
-        return cls(**{f.name: settings[f.name] for f in fields(cls) if f.name in settings})
-
-    @classmethod
-    def read(cls, model_dir: Path) -> EncoderSpec:
-        path = model_dir / LEAD_CONFIG
-        if not path.is_file():
-            raise ConfigError(f"{path}: missing; not a lead model directory")
-        try:
-            values = json.loads(path.read_text())
-            return cls(**values)
-        except (json.JSONDecodeError, TypeError) as err:
-            raise ConfigError(f"{path}: not a valid lead model description: {err}") from err
-
-    def write(self, model_dir: Path) -> None:
-        text = json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
-        (model_dir / LEAD_CONFIG).write_text(text)
 
 
 @dataclass
@@ -165,8 +108,6 @@ class Encoder(nn.Module):
         self.tokenizer = tokenizer
         self.spec = spec
         self.head: nn.Module | None = None  # weights beyond the backbone, saved in HEAD_FILE
-        # id(tower) -> a faster forward for inference only (lead.encode.compile_towers)
-        self.inference_forwards: dict[int, Callable[..., tuple[Tensor, ...]]] = {}
         config = backbone.config
         self.num_layers: int = config.num_hidden_layers
         self.hidden_size: int = config.hidden_size
@@ -191,13 +132,9 @@ class Encoder(nn.Module):
 
     def _hidden_states(self, backbone: nn.Module, batch: Batch) -> tuple[Tensor, ...]:
         """Every block's output: index i is block i, index 0 the embedding output."""
-        fast = self.inference_forwards.get(id(backbone))
-        if fast is not None and not torch.is_grad_enabled():
-            states = fast(**{name: value for name, value in batch.items() if name in PACKED_INPUTS})
-        else:
-            accepted = inspect.signature(backbone.forward).parameters
-            inputs = {name: value for name, value in batch.items() if name in accepted}
-            states = backbone(**inputs, output_hidden_states=True).hidden_states
+        accepted = inspect.signature(backbone.forward).parameters
+        inputs = {name: value for name, value in batch.items() if name in accepted}
+        states = backbone(**inputs, output_hidden_states=True).hidden_states
         if len(states) != self.num_layers + 1:
             raise ConfigError(
                 f"the backbone returned {len(states)} hidden states, expected "
@@ -249,8 +186,6 @@ class Encoder(nn.Module):
 
     def save(self, out_dir: str | Path) -> Path:
         """Write a complete model directory atomically (an existing one is replaced)."""
-        from lead.modeling.export import write_sentence_transformers
-
         out_dir = Path(out_dir)
         with atomic_path(out_dir, directory=True) as tmp:
             tmp.mkdir()

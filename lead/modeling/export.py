@@ -22,6 +22,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from lead.modeling.spec import EncoderSpec
+
 MODEL_CARD = "README.md"
 
 
@@ -68,8 +70,6 @@ def write_sentence_transformers(encoder, model_dir: Path) -> None:
 
 def write_model_card(model_dir: Path, *, name: str, facts: Mapping[str, Any]) -> None:
     """A README.md describing how the model was made and how to score it."""
-    from lead.modeling.encoders import EncoderSpec
-
     spec = EncoderSpec.read(model_dir)
     lines = [
         f"# {name}",

@@ -4,7 +4,7 @@
         + KL(T || S)  (response, lead)  + L_layer  (lead)
 
 The teacher's scores come from the live teacher, or, for a frozen dual-encoder teacher, from
-its cached per-layer vectors (lead.training.teacher_cache), which give the same scores. The
+its cached per-layer vectors (lead.training.data.TeacherCache), which give the same scores. The
 scoring, gathering and gradient scale are lead.training.objective's.
 """
 
@@ -21,13 +21,10 @@ from lead.config import resolve
 from lead.errors import ConfigError
 from lead.losses.contrastive import contrastive_loss
 from lead.losses.distillation import lead_layer_loss, response_kl, reverse_kl, teacher_layer_ce
+from lead.methods import DISTILLING, METHODS, terms_of
 from lead.modeling.encoders import Encoder
 from lead.training.layers import LayerSelector
 from lead.training.objective import Batching, Inputs, Objective, Scores
-
-METHODS = ("none", "response", "lead")
-DISTILLING = ("response", "lead")
-TERMS = ("student_ce", "teacher_ce", "response_kl", "reverse_kl", "layer")
 
 
 class DistillationObjective(Objective):
@@ -48,7 +45,7 @@ class DistillationObjective(Objective):
         selector: LayerSelector | None = None,
     ):
         if method not in METHODS:
-            raise ConfigError(f"method {method!r} is unknown; expected one of {METHODS}")
+            raise ConfigError(f"method {method!r} is unknown; expected one of {list(METHODS)}")
         distilling = method in DISTILLING
         if distilling and teacher is None:
             raise ConfigError(f"method {method!r} needs a teacher")
@@ -75,7 +72,7 @@ class DistillationObjective(Objective):
     @classmethod
     def build(cls, job: Any, student: Encoder, teacher: Encoder | None) -> DistillationObjective:
         selector = None
-        if job.method == "lead":
+        if "layer" in METHODS[job.method].terms:
             selector = LayerSelector.from_settings(
                 job.distillation["layers"], teacher.num_layers, student.num_layers,
                 seed=job.optimisation["seed"],
@@ -97,13 +94,7 @@ class DistillationObjective(Objective):
         coefficients = dict(settings["coefficients"])
         if not settings["reweight"]:
             coefficients["layer"] *= settings["layer_coefficient"]
-        names = ["student_ce"]
-        if self.teacher_trainable:
-            names += ["teacher_ce", "reverse_kl"]
-        if self.method in DISTILLING:
-            names.append("response_kl")
-        if self.method == "lead":
-            names.append("layer")
+        names = terms_of(self.method, self.teacher_trainable)
         active = {name: float(coefficients[name]) for name in names if coefficients[name] > 0}
         if not active:
             raise ConfigError(f"every loss term of method {self.method!r} has coefficient 0")

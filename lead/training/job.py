@@ -87,8 +87,7 @@ def _size(path: Path) -> int:
 
 def check_models(job: TrainingJob, student, teacher) -> None:
     """The model directories must be what the config describes (not a stale init)."""
-    from lead.modeling import EncoderSpec
-    from lead.modeling.init import resolve_model_settings
+    from lead.modeling.spec import EncoderSpec, resolve_model_settings
     from lead.tokenization import check_tokenizer
 
     roles = [("student", student, job.student.model_dir)]

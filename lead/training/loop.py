@@ -38,7 +38,7 @@ from lead.training.job import TrainingJob, check_models, job_fingerprint
 from lead.training.objective import Objective
 from lead.training.optim import Trainee, autocast_for, make_trainee
 from lead.training.progress import Clock, StepResult, log_row, write_log
-from lead.training.validation import DevBatches, Scoring, evaluate_model, load_dev_set
+from lead.training.validation import DevBatches, Scoring, dev_metrics, load_dev_set
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,8 @@ def _scratch(job: TrainingJob, procs: Processes) -> Iterator[Path]:
 
 def _train(job: TrainingJob, objective_type: type[Objective], procs: Processes,
            scratch: Path) -> Path:
-    from lead.modeling import load_encoder
-    from lead.training.teacher_cache import TeacherCache
+    from lead.modeling.encoders import load_encoder
+    from lead.training.data import TeacherCache
 
     opt = job.optimisation
     say = log.info if procs.is_main else lambda *args: None
@@ -137,7 +137,7 @@ def _train(job: TrainingJob, objective_type: type[Objective], procs: Processes,
         """Dev metrics of every evaluated model; the student's pick the best checkpoint."""
         row = {}
         for prefix, (model, dataset, batches) in evaluations.items():
-            metrics = evaluate_model(model, dataset, depth=opt["eval_depth"], measures=measures,
+            metrics = dev_metrics(model, dataset, depth=opt["eval_depth"], measures=measures,
                                      scoring=scoring, seed=seed, batches=batches)
             row.update({f"{prefix}_{name}": value for name, value in metrics.items()})
         objective.train()

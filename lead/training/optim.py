@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from lead.encode import cpu_has_native_bf16
+from lead.devices import cpu_has_native_bf16
 
 log = logging.getLogger(__name__)
 

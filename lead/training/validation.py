@@ -114,7 +114,7 @@ class DevBatches:
 
 
 def _padded(table: TokenTable, rows: np.ndarray, pad_id: int, batch_size: int):
-    from lead.modeling import collate
+    from lead.modeling.encoders import collate
 
     batches = []
     for start in range(0, len(rows), batch_size):
@@ -124,7 +124,7 @@ def _padded(table: TokenTable, rows: np.ndarray, pad_id: int, batch_size: int):
     return batches
 
 
-def evaluate_model(
+def dev_metrics(
     encoder, dev: DevSet, *, depth: int, measures: Sequence[str], scoring: Scoring, seed: int,
     batches: DevBatches | None = None,
 ) -> dict[str, float]:
@@ -184,7 +184,7 @@ def _retrieve(encoder, batches: DevBatches, depth: int, scoring: Scoring):
 
 
 def _device_batch(table: TokenTable, rows: np.ndarray, pad_id: int, device: torch.device):
-    from lead.modeling import collate
+    from lead.modeling.encoders import collate
 
     return {name: t.to(device) for name, t in collate(table.token_ids(rows), pad_id).items()}
 

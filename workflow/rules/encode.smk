@@ -5,7 +5,7 @@
 
 rule encode_corpus:
     """Runs `python -m lead encode` (lead/cli/encode.py, lead/encode.py; a cached teacher's
-    vectors: lead/cache_teacher.py)."""
+    vectors: lead/teacher_cache.py)."""
     input:
         unpack(corpus_source),
         model=encoder,

@@ -49,7 +49,7 @@ rule warmup:
 
 
 rule cache_teacher_queries:
-    """Runs `python -m lead cache-teacher` (lead/cli/cache_teacher.py, lead/cache_teacher.py):
+    """Runs `python -m lead cache-teacher` (lead/cli/cache_teacher.py, lead/teacher_cache.py):
     the frozen teacher's per-layer vectors of the training queries."""
     input:
         model=model_dir(PLAN.distillation_teacher),
@@ -84,7 +84,7 @@ rule cache_teacher_queries:
 
 
 rule cache_teacher_corpus:
-    """Runs `python -m lead cache-teacher` (lead/cli/cache_teacher.py, lead/cache_teacher.py):
+    """Runs `python -m lead cache-teacher` (lead/cli/cache_teacher.py, lead/teacher_cache.py):
     the frozen teacher's per-layer vectors of one corpus shard."""
     input:
         model=model_dir(PLAN.distillation_teacher),

@@ -1,5 +1,5 @@
 """The `cache-teacher` stage: a frozen dual-encoder teacher's pooled vector of every training
-text at every layer, encoded once (read back by lead.training.teacher_cache).
+text at every layer, encoded once (read back by lead.training.data.TeacherCache).
 
 In eval mode (no dropout) and without gradients, a dual encoder gives a text the same pooled
 state of each block every time, so scoring those cached states with the teacher's own
@@ -19,7 +19,7 @@ from lead import schemas
 from lead.encode import encode_tokens
 from lead.errors import ConfigError
 from lead.io import provenance
-from lead.modeling import collate, load_encoder
+from lead.modeling.encoders import collate, load_encoder
 from lead.tokenization import check_tokenizer
 
 
