@@ -48,18 +48,18 @@ import torch
 
 from lead.config import resolve
 from lead.devices import cpu_has_native_bf16
-from lead.encode import encode_tokens, encoder_embed, shard_rows
 from lead.io import write_table
 from lead.modeling.encoders import load_encoder
 from lead.modeling.init import init_model
-from lead.schemas import CORPUS, TOKENS, embeddings
-from lead.search import (
+from lead.retrieval.encode import encode_tokens, encoder_embed, shard_rows
+from lead.retrieval.search import (
     inspect_embeddings,
     load_corpus_ids,
     run_table,
     search,
     search_block,
 )
+from lead.schemas import CORPUS, TOKENS, embeddings
 from lead.tokenization import tokenize_file
 
 # The child of part (c): run the real CLI, then report this process's own peak RSS.

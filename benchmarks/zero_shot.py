@@ -53,7 +53,7 @@ def theirs(model_dir: Path, data: Path, split: str, depth: int) -> float:
 
 def compare(name: str, model: str, dataset: dict, split: str, work: Path) -> None:
     from lead.data.sources import build_dataset
-    from lead.evaluate_model import evaluate_model
+    from lead.evaluation.evaluate_model import evaluate_model
     from lead.modeling.spec import source_dir
 
     started = time.perf_counter()

@@ -144,7 +144,7 @@ def _warmup(role: str) -> str:
 def build(config: Mapping[str, Any], *, raw: Mapping[str, Any] | None = None) -> Plan:
     """The plan of a validated config; `raw` (the config as written) tells whether the
     dataset was given. Raises ConfigError naming the key of the first problem found."""
-    from lead.measures import default_measures, measure_name
+    from lead.evaluation.measures import default_measures, measure_name
 
     config = copy.deepcopy(dict(config))
     _check_name(config["name"], "name")

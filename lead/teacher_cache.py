@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from lead import schemas
-from lead.encode import encode_tokens
 from lead.errors import ConfigError
 from lead.io import provenance
 from lead.modeling.encoders import collate, load_encoder
+from lead.retrieval.encode import encode_tokens
 from lead.tokenization import check_tokenizer
 
 
@@ -71,8 +71,8 @@ def embeddings_from_cache(
     model), in the cache's row order. Exact for a float32 cache; no forward pass."""
     import pyarrow as pa
 
-    from lead.encode import embeddings_table, stored_values
     from lead.io import iter_batches, open_parquet, parquet_writer
+    from lead.retrieval.encode import embeddings_table, stored_values
     from lead.schemas import embeddings
 
     encoder = load_encoder(model_dir)

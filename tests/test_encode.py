@@ -14,14 +14,14 @@ import pytest
 import torch
 from tiny_models import make_model, make_tokenizer, spread_weights
 
-from lead import encode as encode_module
 from lead.__main__ import main
 from lead.config import dumps, resolve
 from lead.devices import cpu_has_native_bf16
-from lead.encode import encode_file, encode_tokens, shard_rows
 from lead.errors import ConfigError, DataError
 from lead.io import write_table
 from lead.modeling.encoders import collate, load_encoder
+from lead.retrieval import encode as encode_module
+from lead.retrieval.encode import encode_file, encode_tokens, shard_rows
 from lead.schemas import CORPUS, TOKENS, embeddings
 from lead.tokenization import tokenize_file
 
@@ -388,7 +388,7 @@ class FakeClock:
 
 def test_progress_logs_start_bounded_updates_and_end(caplog):
     clock = FakeClock()
-    with caplog.at_level(logging.INFO, logger="lead.encode"):
+    with caplog.at_level(logging.INFO, logger="lead.retrieval.encode"):
         progress = encode_module.Progress(1000, "shard", "passages", every=30.0, clock=clock)
         for _ in range(9):  # 9 batches within 29 s: no update line
             clock.now += 29 / 9
@@ -409,7 +409,7 @@ def test_progress_logs_start_bounded_updates_and_end(caplog):
 
 
 def test_encode_logs_progress_in_the_role_unit(model_dir, tokens_path, tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="lead.encode"):
+    with caplog.at_level(logging.INFO, logger="lead.retrieval.encode"):
         encode_file(model_dir, tokens_path, "query", tmp_path / "q.parquet", settings(),
                     shard=1, num_shards=2)
     lines = [record.getMessage() for record in caplog.records]

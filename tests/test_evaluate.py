@@ -11,12 +11,12 @@ import pytest
 
 from lead.__main__ import main
 from lead.errors import ConfigError, DataError, LeadError
-from lead.evaluate import evaluate_run, write_evaluation
+from lead.evaluation.evaluate import evaluate_run, write_evaluation
+from lead.evaluation.measures import measure_name
+from lead.evaluation.runs import export_trec, rank_run
+from lead.evaluation.significance import compare
 from lead.io import read_provenance, read_table
-from lead.measures import measure_name
-from lead.runs import export_trec, rank_run
 from lead.schemas import METRICS, PER_QUERY_METRICS, QRELS, RUN
-from lead.significance import compare
 
 
 def make_run(rankings: dict[str, list[str]]) -> pd.DataFrame:

@@ -19,11 +19,11 @@ from tiny_models import make_model, make_tokenizer
 from lead.config import resolve
 from lead.data.negatives import bm25_groups
 from lead.data.sources import build_dataset
-from lead.encode import encode_file
-from lead.evaluate import write_evaluation
+from lead.evaluation.evaluate import write_evaluation
 from lead.io import read_table, write_table
+from lead.retrieval.encode import encode_file
+from lead.retrieval.search import search
 from lead.schemas import CORPUS
-from lead.search import search
 from lead.tokenization import tokenize_file
 
 TINY = Path(__file__).resolve().parent / "fixtures" / "tiny"

@@ -6,7 +6,7 @@ import ir_measures
 import pytest
 
 from lead.errors import ConfigError
-from lead.measures import (
+from lead.evaluation.measures import (
     DEFAULT_MEASURES,
     default_measures,
     measure_name,

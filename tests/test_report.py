@@ -11,8 +11,8 @@ import pytest
 
 from lead.__main__ import main
 from lead.errors import DataError
+from lead.evaluation.report import build_report, seeded_rows
 from lead.io import write_table
-from lead.report import build_report, seeded_rows
 from lead.schemas import METRICS, PER_QUERY_METRICS
 
 SETTINGS = {"report_measures": ["nDCG@10", "RR@10"], "significance_measure": "nDCG@10"}

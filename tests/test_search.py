@@ -9,13 +9,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lead import search as search_module
 from lead.__main__ import main
 from lead.config import dumps, resolve
 from lead.errors import ConfigError, DataError
 from lead.io import write_table
+from lead.retrieval import search as search_module
+from lead.retrieval.search import search
 from lead.schemas import RUN, embeddings
-from lead.search import search
 
 DIM = 16
 
@@ -252,8 +252,8 @@ def test_bad_inputs_are_data_errors(data, tmp_path):
 
 def test_non_finite_embeddings_are_refused_naming_the_row(tmp_path):
     from lead.io import write_table
+    from lead.retrieval.search import inspect_embeddings, iter_embeddings
     from lead.schemas import embeddings
-    from lead.search import inspect_embeddings, iter_embeddings
 
     vectors = np.ones((4, 3), dtype=np.float32)
     vectors[2, 1] = np.nan

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from lead.errors import LeadError
-from lead.significance import MAX_SEEDS, compare_seeds
+from lead.evaluation.significance import MAX_SEEDS, compare_seeds
 
 
 def test_three_seeds_by_hand():

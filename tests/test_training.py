@@ -539,7 +539,7 @@ def _scoring(batch_size=7, rank=0, world_size=1):
 
 
 def test_dev_evaluation_ranks_the_pool_as_brute_force_does(world):
-    from lead.evaluate import evaluate_run
+    from lead.evaluation.evaluate import evaluate_run
     from lead.modeling.encoders import collate, load_encoder
     from lead.training.validation import dev_metrics
 
@@ -651,7 +651,7 @@ def test_a_frozen_teacher_read_from_its_layer_cache_trains_the_student_as_the_li
     first, second = _weights(live / "model"), _weights(cached / "model")
     assert all(torch.allclose(first[n], second[n], atol=1e-5) for n in first)
     # the cache also gives the teacher's corpus embeddings without a forward pass
-    from lead.encode import encode_file
+    from lead.retrieval.encode import encode_file
     from lead.teacher_cache import embeddings_from_cache
 
     encoded, read_off = tmp_path / "encoded.parquet", tmp_path / "read-off.parquet"

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lead.errors import DataError
-from lead.runs import export_trec, load_qrels, rank_run
+from lead.evaluation.runs import export_trec, load_qrels, rank_run
 from lead.schemas import QRELS, RUN
 
 RUN_LINES = [

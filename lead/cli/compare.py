@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from lead.significance import compare, write_comparison
+    from lead.evaluation.significance import compare, write_comparison
 
     result = compare(
         *args.per_query, args.measure, permutations=args.permutations, seed=args.seed

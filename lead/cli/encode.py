@@ -39,7 +39,7 @@ def shard_arguments(args: argparse.Namespace, settings: dict) -> tuple[int, int]
 
 def run(args: argparse.Namespace) -> None:
     from lead.config import parse_settings, resolve
-    from lead.encode import encode_file
+    from lead.retrieval.encode import encode_file
 
     settings = resolve("encode", parse_settings(args.settings))
     if args.from_cache is not None:

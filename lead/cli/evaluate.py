@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     chosen.add_argument(
         "--measures", nargs="+", metavar="MEASURE",
         help="ir_measures names, e.g. RR@10 nDCG@10 P@10 Success@5 Judged@10 AP(rel=2)@1000 "
-        "(default: lead.measures.DEFAULT_MEASURES, RR@10 nDCG@10 R@50/100/1000 AP@1000)",
+        "(default: lead.evaluation.measures.DEFAULT_MEASURES, RR@10 nDCG@10 R@50/100/1000 AP@1000)",
     )
     chosen.add_argument(
         "--depth", type=int, metavar="N",
@@ -41,8 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from lead.evaluate import write_evaluation
-    from lead.measures import DEFAULT_MEASURES, default_measures
+    from lead.evaluation.evaluate import write_evaluation
+    from lead.evaluation.measures import DEFAULT_MEASURES, default_measures
 
     if args.measures:
         measures = args.measures

@@ -35,8 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from lead.evaluate_model import collection_settings, evaluate_model
-    from lead.measures import default_measures
+    from lead.evaluation.evaluate_model import collection_settings, evaluate_model
+    from lead.evaluation.measures import default_measures
 
     dataset = collection_settings(args.collection, args.corpus, args.queries, args.qrels,
                                   args.split)

@@ -15,6 +15,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from lead.runs import export_trec
+    from lead.evaluation.runs import export_trec
 
     export_trec(args.run, args.out, args.tag)

@@ -48,7 +48,7 @@ def _pairs(values: list[str], flag: str, separator: str = "=") -> dict[str, str]
 def run(args: argparse.Namespace) -> None:
     from lead.config import parse_settings
     from lead.errors import ConfigError
-    from lead.report import build_report
+    from lead.evaluation.report import build_report
 
     metrics = {name: Path(path) for name, path in _pairs(args.metrics, "--metrics").items()}
     splits = []

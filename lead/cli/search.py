@@ -23,10 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from lead.config import parse_settings, resolve
+    from lead.evaluation.runs import export_trec
+    from lead.evaluation.trec import check_tag
     from lead.io import check_output
-    from lead.runs import export_trec
-    from lead.search import search
-    from lead.trec import check_tag
+    from lead.retrieval.search import search
 
     settings = resolve("search", parse_settings(args.settings))
     if args.trec:  # both outputs or neither: what would refuse the second is checked first

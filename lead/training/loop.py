@@ -29,8 +29,8 @@ import torch.distributed as dist
 from lead import distributed
 from lead.distributed import Processes, init_processes
 from lead.errors import LeadError
+from lead.evaluation.measures import measure_name
 from lead.io import atomic_path, config_hash
-from lead.measures import measure_name
 from lead.modeling.export import write_model_card
 from lead.training import checkpoint as ckpt
 from lead.training.data import EncoderInputs, Groups, ModelTokens, TrainingData

@@ -27,7 +27,7 @@ import torch
 
 from lead import distributed, schemas
 from lead.errors import DataError
-from lead.evaluate import evaluate_run
+from lead.evaluation.evaluate import evaluate_run
 from lead.io import read_table
 from lead.training.data import TokenTable, file_ids, file_rows, keep_rows
 

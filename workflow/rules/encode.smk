@@ -4,7 +4,7 @@
 
 
 rule encode_corpus:
-    """Runs `python -m lead encode` (lead/cli/encode.py, lead/encode.py; a cached teacher's
+    """Runs `python -m lead encode` (lead/cli/encode.py, lead/retrieval/encode.py; a cached teacher's
     vectors: lead/teacher_cache.py)."""
     input:
         unpack(corpus_source),
@@ -48,7 +48,7 @@ rule encode_corpus:
 
 
 rule encode_queries:
-    """Runs `python -m lead encode` (lead/cli/encode.py, lead/encode.py)."""
+    """Runs `python -m lead encode` (lead/cli/encode.py, lead/retrieval/encode.py)."""
     input:
         model=encoder,
         tokens=lambda wc: f"{wc.root}/tokens/{role_of(wc.model)}/queries/{wc.split}.parquet",

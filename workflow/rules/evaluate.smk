@@ -3,7 +3,7 @@
 
 
 rule evaluate:
-    """Runs `python -m lead evaluate` (lead/cli/evaluate.py, lead/evaluate.py)."""
+    """Runs `python -m lead evaluate` (lead/cli/evaluate.py, lead/evaluation/evaluate.py)."""
     input:
         run="{root}/runs/{model}/{split}.parquet",
         qrels="{root}/data/qrels/{split}.parquet",
@@ -38,7 +38,7 @@ TRAINING_LOGS = {
 
 
 rule report:
-    """Runs `python -m lead report` (lead/cli/report.py, lead/report.py)."""
+    """Runs `python -m lead report` (lead/cli/report.py, lead/evaluation/report.py)."""
     input:
         metrics=[
             f"{c.root}/metrics/{model}/{split}/per_query.parquet"

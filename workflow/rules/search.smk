@@ -2,7 +2,7 @@
 
 
 rule search:
-    """Runs `python -m lead search` (lead/cli/search.py, lead/search.py)."""
+    """Runs `python -m lead search` (lead/cli/search.py, lead/retrieval/search.py)."""
     input:
         queries="{root}/embeddings/{model}/queries/{split}.parquet",
         corpus=expand(

@@ -59,12 +59,12 @@ def evaluate_model(
 ) -> Path:
     """Score `model` on the collection `dataset` describes; returns the output folder."""
     from lead.data.sources import build_dataset
-    from lead.encode import encode_file
-    from lead.evaluate import write_evaluation
+    from lead.evaluation.evaluate import write_evaluation
+    from lead.evaluation.runs import export_trec
     from lead.modeling.init import init_model
     from lead.modeling.spec import LEAD_CONFIG, EncoderSpec
-    from lead.runs import export_trec
-    from lead.search import search as run_search
+    from lead.retrieval.encode import encode_file
+    from lead.retrieval.search import search as run_search
     from lead.tokenization import tokenize_file
 
     encode = resolve("encode", encode or {})

@@ -2,12 +2,12 @@
 around pytrec_eval.
 
 Conventions every evaluation follows (see docs/artifacts.md):
-- Ranking order inside a query: lead/runs.py (the run's `rank` column, which must agree with
-  its scores, then score descending, then `doc_id` ascending). pytrec_eval (like trec_eval)
-  re-sorts by score and breaks exact ties by docno *descending*, so it is never shown the real
-  scores: it gets strictly decreasing scores derived from the tie-broken rank, and cannot
-  reorder anything.
-- Measures are named as ir_measures names them (lead/measures.py): `RR@10`, `nDCG@10`,
+- Ranking order inside a query: lead/evaluation/runs.py (the run's `rank` column, which must
+  agree with its scores, then score descending, then `doc_id` ascending). pytrec_eval (like
+  trec_eval) re-sorts by score and breaks exact ties by docno *descending*, so it is never
+  shown the real scores: it gets strictly decreasing scores derived from the tie-broken rank,
+  and cannot reorder anything.
+- Measures are named as ir_measures names them (lead/evaluation/measures.py): `RR@10`, `nDCG@10`,
   `R@1000`, `AP(rel=2)@1000`. Every measure is computed on the run cut at its cut-off (trec_eval
   -M; the whole run without one), so `RR@10` is MRR@10. Binary measures (P, R, RR, AP, Success,
   Rprec, Bpref) count grade >= their relevance level as relevant: `rel=` of the name, else the
@@ -41,9 +41,9 @@ import pandas as pd
 import pyarrow as pa
 
 from lead.errors import ConfigError, DataError
+from lead.evaluation.measures import DEFAULT_MEASURES, Measure, parse_measures
+from lead.evaluation.runs import Source, load_qrels, ranked, read_run
 from lead.io import atomic_path, check_output, provenance, write_table
-from lead.measures import DEFAULT_MEASURES, Measure, parse_measures
-from lead.runs import Source, load_qrels, ranked, read_run
 from lead.schemas import METRICS, PER_QUERY_METRICS
 
 log = logging.getLogger(__name__)

@@ -2,8 +2,9 @@
 
 lead accepts any name `ir_measures.parse_measure` reads (`P@10`, `MRR@10`, `nDCG`,
 `AP(rel=2)@1000`, ...) whose measure it can compute with trec_eval's semantics (see
-lead/evaluate.py), and reports it under ir_measures' canonical spelling (`MRR@10` -> `RR@10`),
-so every name lead writes is a valid input that reads back to the same measure.
+lead/evaluation/evaluate.py), and reports it under ir_measures' canonical spelling
+(`MRR@10` -> `RR@10`), so every name lead writes is a valid input that reads back to the same
+measure.
 
 The relevance level of a binary measure is the evaluation's `relevance_level` unless the name
 gives `rel=` explicitly. A canonical name carries `rel=` only when it is not 1, so a name

@@ -1,7 +1,7 @@
 """Runs and qrels as lead reads them, validated, the run in the project's ranking order.
 
 A source is a DataFrame, a parquet artifact (lead/schemas.py) or a TREC text file
-(lead/trec.py): a file starting with parquet's magic bytes is parquet, a `.parquet` file
+(lead/evaluation/trec.py): a file starting with parquet's magic bytes is parquet, a `.parquet` file
 without them is an error, anything else is read as TREC text. Errors name the file and the
 row (parquet) or line (TREC) and say what was expected.
 
@@ -23,8 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from lead import trec
 from lead.errors import DataError
+from lead.evaluation import trec
 from lead.io import input_file
 
 Source = pd.DataFrame | str | Path

@@ -27,11 +27,11 @@ import pyarrow.parquet as pq
 from lead import schemas
 from lead.config import resolve
 from lead.errors import ConfigError, DataError
+from lead.evaluation.measures import measure_name
+from lead.evaluation.significance import compare, compare_seeds
 from lead.io import atomic_path, check_output, config_hash, read_table
-from lead.measures import measure_name
 from lead.methods import BASELINES, LEAD
 from lead.schemas import METRICS
-from lead.significance import compare, compare_seeds
 
 SIGNIFICANCE_ALPHA = 0.05
 STUDENT = re.compile(r"^student-(?P<row>.+)-s(?P<seed>-?\d+)$")

@@ -16,8 +16,8 @@ import pandas as pd
 import pyarrow as pa
 
 from lead.errors import ConfigError, DataError, LeadError
+from lead.evaluation.runs import Source, read_source
 from lead.io import provenance, write_table
-from lead.runs import Source, read_source
 from lead.schemas import PER_QUERY_METRICS
 
 DEFAULT_PERMUTATIONS = 10_000

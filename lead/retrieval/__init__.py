@@ -1,0 +1,1 @@
+"""Dense retrieval: texts to vectors (encode.py), vectors to ranked runs (search.py, faiss)."""
