@@ -17,6 +17,7 @@ from lead.cli import (
     compare,
     data,
     distill,
+    download,
     encode,
     evaluate,
     evaluate_model,
@@ -33,6 +34,7 @@ from lead.cli import (
 from lead.errors import LeadError, one_line
 
 STAGES = {
+    "download": download,
     "data": data,
     "train-tokenizer": train_tokenizer,
     "init-model": init_model,

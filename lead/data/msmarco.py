@@ -141,11 +141,45 @@ _ROWS = pa.schema([("id", pa.string()), ("value", pa.string()), ("line", pa.int6
 
 
 def _fetch(url: str, folder: Path, ms: Mapping[str, Any]) -> Path:
-    """Download `url` into `folder` under its file name, verified against RECORDS if asked."""
+    """Download `url` into `folder` under its file name, verified against its record (the
+    config's `checksums` first, then RECORDS) if asked. A file already there and verified is
+    not fetched again (lead.data.download), so after the `download` stage this needs no
+    network."""
     name = Path(urlparse(url).path).name
-    record = RECORDS.get(name, Remote(name)) if ms["verify_checksums"] else Remote(name)
+    record = Remote(name)
+    if ms["verify_checksums"]:
+        given = ms["checksums"].get(name)
+        record = Remote(name, md5=given) if given else RECORDS.get(name, record)
     return download(url, folder / name, size=record.size, md5=record.md5, sha256=record.sha256,
                     retries=ms["retries"])
+
+
+def remotes(settings: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(url, path under the download cache) of every file a source downloads."""
+    ms, source = settings["msmarco"], settings["source"]
+    base, trec = ms["base_url"], ms["trec_url"]
+    if source == "msmarco-passage":
+        names = [(base, "collectionandqueries.tar.gz")]
+        names += [(base, f"msmarco-test{year}-queries.tsv.gz") for year in TREC_YEARS.values()]
+        names += [(trec, f"{year}qrels-pass.txt") for year in TREC_YEARS.values()]
+        urls = [(_url(where, name), name) for where, name in names]
+        if ms["titled"]:
+            urls.append((ms["rocketqa_url"], Path(urlparse(ms["rocketqa_url"]).path).name))
+    else:
+        names = [(base, name) for name in (
+            "msmarco-docs.tsv.gz", "msmarco-doctrain-queries.tsv.gz",
+            "msmarco-doctrain-qrels.tsv.gz", "msmarco-docdev-queries.tsv.gz",
+            "msmarco-docdev-qrels.tsv.gz")]
+        names += [(base, f"msmarco-test{year}-queries.tsv.gz") for year in TREC_YEARS.values()]
+        names += [(trec, f"{year}qrels-docs.txt") for year in TREC_YEARS.values()]
+        urls = [(_url(where, name), name) for where, name in names]
+    return [(url, f"{source}/{name}") for url, name in urls]
+
+
+def download_all(settings: Mapping[str, Any], cache_dir: Path) -> list[Path]:
+    """The `download` stage: every file of the source, fetched and verified into the cache."""
+    return [_fetch(url, cache_dir / Path(path).parent, settings["msmarco"])
+            for url, path in remotes(settings)]
 
 
 def _url(base: str, name: str) -> str:

@@ -1,5 +1,9 @@
 """The data stage: any configured source to corpus.parquet, queries/{split}, qrels/{split}.
 
+Sources that are downloaded (MS MARCO) are fetched first by the `download` stage into the
+download cache (`downloads`, `download`): on a cluster it runs where the internet is (a
+Snakemake localrule), and the data stage then reads only verified files from the cache.
+
 The whole output folder is built in a temporary sibling and renamed into place at the end,
 so a failure (a refused line, a broken download) never leaves some splits of a new build
 next to others of an old one.
@@ -23,6 +27,27 @@ from lead.paths import check_name
 log = logging.getLogger(__name__)
 
 OUTPUTS = {"corpus.parquet", "queries", "qrels"}
+
+
+DOWNLOADED = ("msmarco-passage", "msmarco-document")
+
+
+def downloads(settings: Mapping[str, Any]) -> list[str]:
+    """The files (paths under the download cache) a source's data stage reads; none for a
+    source that is not downloaded."""
+    settings = resolve("dataset", settings)
+    return [path for _, path in msmarco.remotes(settings)] \
+        if settings["source"] in DOWNLOADED else []
+
+
+def download(settings: Mapping[str, Any], cache_dir: str | Path | None = None) -> list[Path]:
+    """Fetch and verify every file of a downloaded source into the cache."""
+    settings = resolve("dataset", settings)
+    if settings["source"] not in DOWNLOADED:
+        raise ConfigError(f"dataset source {settings['source']!r} is not downloaded "
+                          f"(only {', '.join(DOWNLOADED)} are)")
+    cache_dir = Path(cache_dir) if cache_dir is not None else lead_cache_dir()
+    return msmarco.download_all(settings, cache_dir)
 
 
 def build_dataset(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lead import config as lead_config
 from lead import plan as lead_plan
+from lead.data import sources as lead_sources
 from lead.code import stage_hash
 
 # Stages run `python -m lead` and `torchrun` from the environment that runs Snakemake (e.g.

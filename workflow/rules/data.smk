@@ -1,13 +1,48 @@
 # Data: each collection's source (embedded, msmarco-passage, msmarco-document, beir, trec,
 # tsv) -> corpus.parquet, queries/{split}.parquet, qrels/{split}.parquet. One rule per
 # collection: `data` for the config's dataset, `data_<collection>` for evaluate.collections.
+# A downloaded source (MS MARCO) is fetched first by `download` / `download_<collection>`, a
+# local rule: on a cluster it runs on the node Snakemake runs on, where the internet is, and
+# the data rule (a compute job) reads only the verified files.
 
 for collection in PLAN.collections:
+    suffix = "" if collection.name == lead_plan.MAIN else f"_{collection.name}"
+    cache = f"resources/{collection.dataset['source']}"
+    downloads = [
+        f"{cache}/{path}" for path in lead_sources.downloads(collection.dataset)
+    ]
+
+    if downloads:
+
+        rule:
+            """Runs `python -m lead download` (lead/cli/download.py, lead/data/sources.py,
+            lead/data/msmarco.py, lead/data/download.py)."""
+            name:
+                f"download{suffix}"
+            output:
+                downloads,
+            log:
+                f"{LOGS}/download/{collection.name}.log",
+            localrule: True
+            params:
+                settings=dataset_settings(collection.dataset),
+                cache=cache,
+                code=code("download"),
+            message:
+                job_message(
+                    f"download: collection {collection.name} "
+                    f"({collection.dataset['source']}, {len(downloads)} files)"
+                )
+            shell:
+                "python -m lead download --settings {params.settings:q}"
+                " --cache {params.cache:q} > {log:q} 2>&1"
 
     rule:
         """Runs `python -m lead data` (lead/cli/data.py, lead/data/sources.py)."""
         name:
-            "data" if collection.name == lead_plan.MAIN else f"data_{collection.name}"
+            f"data{suffix}"
+        input:
+            downloads,
         output:
             corpus=f"{collection.root}/data/corpus.parquet",
             queries=expand(
@@ -30,7 +65,7 @@ for collection in PLAN.collections:
         params:
             settings=dataset_settings(collection.dataset),
             out=lambda wc, output: Path(output.corpus).parent,
-            cache=f"resources/{collection.dataset['source']}",
+            cache=cache,
             code=code("data"),
         message:
             job_message(

@@ -38,7 +38,6 @@ TRAINING_LOGS = {
 
 
 rule report:
-    """Runs `python -m lead report` (lead/cli/report.py, lead/evaluation/report.py)."""
     input:
         metrics=[
             f"{c.root}/metrics/{model}/{split}/per_query.parquet"
@@ -65,6 +64,9 @@ rule report:
         ),
     log:
         f"{LOGS}/report.log",
+    """Runs `python -m lead report` (lead/cli/report.py, lead/evaluation/report.py); a local
+    rule: seconds of work, not worth a cluster job."""
+    localrule: True
     conda:
         "../envs/lead.yaml"
     resources:
