@@ -23,6 +23,8 @@ for collection in PLAN.collections:
                 downloads,
             log:
                 f"{LOGS}/download/{collection.name}.log",
+            benchmark:
+                f"{BENCHMARKS}/download/{collection.name}.tsv"
             localrule: True
             params:
                 settings=dataset_settings(collection.dataset),

@@ -56,6 +56,8 @@ rule encode_queries:
         "{root}/embeddings/{model}/queries/{split}.parquet",
     log:
         "{root}/logs/encode/{model}-queries-{split}.log",
+    benchmark:
+        "{root}/benchmarks/encode/{model}-queries-{split}.tsv"
     conda:
         "../envs/lead.yaml"
     threads: 2

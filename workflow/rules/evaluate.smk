@@ -13,6 +13,8 @@ rule evaluate:
         table="{root}/metrics/{model}/{split}/summary.md",
     log:
         "{root}/logs/evaluate/{model}-{split}.log",
+    benchmark:
+        "{root}/benchmarks/evaluate/{model}-{split}.tsv"
     conda:
         "../envs/lead.yaml"
     resources:
@@ -38,6 +40,8 @@ TRAINING_LOGS = {
 
 
 rule report:
+    """Runs `python -m lead report` (lead/cli/report.py, lead/evaluation/report.py); a local
+    rule: seconds of work, not worth a cluster job."""
     input:
         metrics=[
             f"{c.root}/metrics/{model}/{split}/per_query.parquet"
@@ -64,8 +68,8 @@ rule report:
         ),
     log:
         f"{LOGS}/report.log",
-    """Runs `python -m lead report` (lead/cli/report.py, lead/evaluation/report.py); a local
-    rule: seconds of work, not worth a cluster job."""
+    benchmark:
+        f"{BENCHMARKS}/report.tsv"
     localrule: True
     conda:
         "../envs/lead.yaml"

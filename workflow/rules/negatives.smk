@@ -58,6 +58,8 @@ rule negatives_mined:
         f"{RESULTS}/negatives/mined.parquet",
     log:
         f"{LOGS}/negatives/mined.log",
+    benchmark:
+        f"{BENCHMARKS}/negatives-mined.tsv"
     conda:
         "../envs/lead.yaml"
     resources:

@@ -44,6 +44,8 @@ rule search_mining:
         temp(f"{RESULTS}/runs/{PLAN.miner}/mining.parquet"),
     log:
         f"{LOGS}/search/{PLAN.miner}-mining.log",
+    benchmark:
+        f"{BENCHMARKS}/search/{PLAN.miner}-mining.tsv"
     conda:
         "../envs/lead.yaml"
     threads: 2

@@ -10,6 +10,8 @@ rule train_tokenizer:
         directory(f"{RESULTS}/tokenizers/{{role}}"),
     log:
         f"{LOGS}/train_tokenizer/{{role}}.log",
+    benchmark:
+        f"{BENCHMARKS}/train_tokenizer/{{role}}.tsv"
     conda:
         "../envs/lead.yaml"
     resources:
@@ -32,6 +34,8 @@ rule init_model:
         directory(f"{RESULTS}/models/{{role}}-init"),
     log:
         f"{LOGS}/init_model/{{role}}.log",
+    benchmark:
+        f"{BENCHMARKS}/init_model/{{role}}.tsv"
     conda:
         "../envs/lead.yaml"
     resources:
@@ -86,6 +90,8 @@ rule tokenize_queries:
         "{root}/tokens/{role}/queries/{split}.parquet",
     log:
         "{root}/logs/tokenize/{role}-queries-{split}.log",
+    benchmark:
+        "{root}/benchmarks/tokenize/{role}-queries-{split}.tsv"
     conda:
         "../envs/lead.yaml"
     resources:

@@ -58,6 +58,8 @@ rule cache_teacher_queries:
         f"{RESULTS}/teacher_cache/queries.parquet",
     log:
         f"{LOGS}/cache_teacher/queries.log",
+    benchmark:
+        f"{BENCHMARKS}/cache_teacher/queries.tsv"
     # First when cores are free: every response and LEAD student waits for the cache.
     priority: 10
     conda:
