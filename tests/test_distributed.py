@@ -1,4 +1,4 @@
-"""Two gloo processes, each with half the batch, against one process on the whole batch.
+"""Data parallelism (lead.distributed): two gloo processes against one on the whole batch.
 
 This is what makes multi-GPU LEAD the same method as single-GPU LEAD: the global candidate
 set (in-batch negatives from every process), gold labels offset by rank, padded token states
@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from tiny_models import TEXTS, make_model, make_tokenizer, spread_weights
+from tiny_models import TEXTS
 
 from lead.distributed import all_gather_with_grad, gather_sizes, global_mean
 from lead.modeling.encoders import collate, load_encoder
@@ -34,20 +34,6 @@ QUERIES = [
     "which vector per token",
     "who reads query and passage",
 ]
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("models")
-    student_tok = make_tokenizer(root / "student-tok", vocab_size=90)
-    teacher_tok = make_tokenizer(root / "teacher-tok", vocab_size=140, lowercase=False)
-    dirs = {"student": make_model(root / "student", student_tok, layers=2, hidden=16,
-                                  pooling="mean")}
-    for kind in ("dual", "colbert", "cross"):
-        dirs[kind] = make_model(root / kind, teacher_tok, kind=kind, layers=3, hidden=24, seed=1)
-    for seed, path in enumerate(dirs.values()):
-        spread_weights(path, seed)
-    return dirs
 
 
 def _token_ids(model_dir: Path) -> tuple[list[list[int]], list[list[int]]]:

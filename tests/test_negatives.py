@@ -158,13 +158,8 @@ def tied_index(tmp_path_factory):
     return index, index.tokenize(queries)
 
 
-@pytest.mark.parametrize("kernel", [
-    "scalar",
-    pytest.param("avx512", marks=pytest.mark.skipif(not bm25.AVX512,
-                                                     reason="no AVX-512 here")),
-])
 @pytest.mark.parametrize("k", [1, 3, 17, 500])
-def test_batched_bm25_gives_the_per_query_results_exactly(tied_index, monkeypatch, k, kernel):
+def test_batched_bm25_gives_the_per_query_results_exactly(tied_index, monkeypatch, k):
     index, queries = tied_index
     expected = [reference_top_k(index, tokens, k) if tokens else np.empty(0, np.int64)
                 for tokens in queries]
@@ -177,7 +172,7 @@ def test_batched_bm25_gives_the_per_query_results_exactly(tied_index, monkeypatc
     for block, chunk, threads in ((bm25.BLOCK, bm25.CHUNK, 1), (7, 5, 2), (64, 1, 3)):
         monkeypatch.setattr(bm25, "BLOCK", block)  # several accumulator blocks per query
         monkeypatch.setattr(bm25, "CHUNK", chunk)  # several chunks per thread
-        found = list(bm25.top_k(index, queries, k, threads=threads, vector=kernel == "avx512"))
+        found = list(bm25.top_k(index, queries, k, threads=threads))
         assert len(found) == len(queries)
         for tokens, got, want in zip(queries, found, expected, strict=True):
             assert got.tolist() == want.tolist(), (tokens, block, chunk, threads)

@@ -1,24 +1,13 @@
-"""Split names: one pattern, in the schema and where the data stage builds paths from them."""
+"""Names that become paths (lead.paths): one pattern, also in the schema, and `child`."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-import pyarrow as pa
 import pytest
 
-from lead.config import resolve, schema
-from lead.data.checks import Checks
-from lead.data.splits import Split, write_splits
+from lead.config import schema
 from lead.errors import ConfigError
-from lead.io import write_table
 from lead.paths import MAX_NAME_LENGTH, NAME_PATTERN, check_name, child
 
-ROOT = Path(__file__).resolve().parents[1]
 BAD_NAMES = ["../../x", "$(touch MARKER)", "a b", ".hidden", "..", "", "a/b", "train\n",
              "x" * (MAX_NAME_LENGTH + 1)]
 
@@ -70,60 +59,3 @@ def test_the_schema_uses_the_one_name_pattern():
     for constraint in constraints:
         assert constraint == {"type": "string", "pattern": NAME_PATTERN,
                               "maxLength": MAX_NAME_LENGTH}
-
-
-@pytest.mark.parametrize("name", ["../../x", "$(touch MARKER)", "a b", ".hidden"])
-@pytest.mark.parametrize(
-    "settings, key",
-    [
-        (lambda n: {"source": "trec", "eval_splits": [n]}, "dataset.eval_splits.0"),
-        (lambda n: {"source": "trec", "local": {"queries": {n: "q.tsv"}}},
-         "dataset.local.queries"),
-        (lambda n: {"source": "tsv", "local": {"qrels": {n: "r.tsv"}}}, "dataset.local.qrels"),
-        (lambda n: {"source": "beir", "beir": {"splits": {n: "test"}}}, "dataset.beir.splits"),
-    ],
-)
-def test_config_validation_names_the_key_and_the_name(name, settings, key):
-    with pytest.raises(ConfigError) as err:
-        resolve("dataset", settings(name))
-    assert str(err.value).startswith(f"config key {key}: {name!r} does not match")
-
-
-@pytest.mark.parametrize("name", ["../../x", "$(touch MARKER)", "a b", ".hidden"])
-def test_the_data_stage_refuses_a_bad_split_name_and_writes_nothing(tmp_path, name):
-    work = tmp_path / "work"
-    work.mkdir()
-    for file, line in (("corpus.tsv", "p0\tsome text"), ("queries.tsv", "q0\ta query"),
-                       ("qrels.txt", "q0 Q0 p0 1")):
-        (work / file).write_text(line + "\n")
-    settings = {"source": "trec", "eval_splits": [name],
-                "local": {"corpus": str(work / "corpus.tsv"),
-                          "queries": {name: str(work / "queries.tsv")},
-                          "qrels": {name: str(work / "qrels.txt")}}}
-    before = sorted(tmp_path.rglob("*"))
-    done = subprocess.run(
-        [sys.executable, "-m", "lead", "data", "--settings", json.dumps(settings),
-         "--out", str(work / "data")],
-        cwd=work, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert done.returncode == 2
-    errors = [line for line in done.stderr.splitlines() if "error" in line]
-    assert len(errors) == 1 and repr(name) in errors[0] and "dataset.eval_splits" in errors[0]
-    assert sorted(tmp_path.rglob("*")) == before  # no MARKER, no output, nothing outside
-
-
-@pytest.mark.parametrize("name", ["../../x", ".hidden", "a b"])
-def test_write_splits_refuses_a_bad_name_even_past_the_schema(tmp_path, name):
-    """A source that names its own splits goes through the same check."""
-    corpus = tmp_path / "out" / "corpus.parquet"
-    write_table(pa.table({"doc_id": ["p0"], "title": [""], "text": ["x"]}), corpus)
-    queries = pa.table({"query_id": ["q0"], "text": ["a query"], "line": pa.array([1])})
-    qrels = pa.table({"query_id": ["q0"], "doc_id": ["p0"], "relevance": pa.array([1], pa.int32()),
-                      "line": pa.array([1])})
-    split = Split(name, queries, qrels, tmp_path / "q.tsv", tmp_path / "r.txt")
-    before = sorted(tmp_path.rglob("*"))
-    with pytest.raises(ConfigError, match=f"split name: {name!r} is not a usable name"):
-        write_splits([split], tmp_path / "out", corpus_path=corpus, corpus_source=corpus,
-                     checks=Checks(), settings={"dev_queries": 1, "seed": 1}, prov={})
-    assert sorted(tmp_path.rglob("*")) == before

@@ -1,4 +1,4 @@
-"""Tokenizer training and per-model tokenization into TOKENS parquet."""
+"""Tokenizer training and tokenization into TOKENS parquet (lead.tokenization)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hostile import refused
 
 from lead import schemas
 from lead.__main__ import main
@@ -240,3 +241,22 @@ def test_command_line(data, tmp_path, capsys):
     assert main(["train-tokenizer", "--settings", bad, "--corpus", str(data["corpus"]),
                  "--out", str(tmp_path / "x")]) == 2
     assert "tokenizer.type" in capsys.readouterr().err
+
+
+# Hostile input: each refusal is one line naming the culprit, and changes no file (hostile.py).
+
+
+@pytest.mark.parametrize("tokenizer", ["an empty folder", "a broken tokenizer.json"])
+@pytest.mark.parametrize("stage", ["tokenize", "init-model"])
+def test_a_folder_that_is_no_tokenizer_is_one_line(capsys, work, roots, artifacts, stage,
+                                                   tokenizer):
+    folder = work / "tokenizer"
+    folder.mkdir()
+    if tokenizer == "a broken tokenizer.json":
+        (folder / "tokenizer.json").write_text('{"version": ')
+    argv = (["tokenize", "--tokenizer", folder, "--input",
+             artifacts / "data" / "queries" / "test.parquet", "--out", work / "t.parquet",
+             "--max-length", 16] if stage == "tokenize" else
+            ["init-model", "--settings", json.dumps({"init": "random"}), "--tokenizer", folder,
+             "--out", work / "model"])
+    refused(capsys, roots, *argv, expect=(str(folder), "cannot load a tokenizer"))

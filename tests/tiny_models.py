@@ -22,6 +22,11 @@ TEXTS = [
     "late interaction keeps one vector per token",
 ]
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[unused1]", "[unused2]"]
+# `init: random` settings of a 3-block, 16-wide model (the tokenizer gives the vocabulary)
+RANDOM = {
+    "init": "random",
+    "architecture": {"num_hidden_layers": 3, "hidden_size": 16, "intermediate_size": 32},
+}
 
 
 def make_tokenizer(path: Path, vocab_size: int = 120, lowercase: bool = True) -> Path:

@@ -11,11 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from repo import REPO, TINY_CONFIG, TINY_DATA
 
 from lead.config import merge
-
-REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "tests" / "configs" / "tiny.yaml"
 
 
 def copy_workflow(dest: Path, config_name: str = "tiny.yaml", **changes: Any) -> Path:
@@ -27,7 +25,7 @@ def copy_workflow(dest: Path, config_name: str = "tiny.yaml", **changes: Any) ->
             shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(source, dest / name)
-    shutil.copytree(REPO / "tests" / "fixtures" / "tiny", dest / "tests" / "fixtures" / "tiny")
-    config = merge(yaml.safe_load(TINY.read_text()), changes)
+    shutil.copytree(TINY_DATA, dest / "tests" / "fixtures" / "tiny")
+    config = merge(yaml.safe_load(TINY_CONFIG.read_text()), changes)
     (dest / config_name).write_text(yaml.safe_dump(config))
     return dest
