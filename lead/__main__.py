@@ -24,6 +24,7 @@ from lead.cli import (
     export_trec,
     init_model,
     negatives,
+    rehearsal,
     report,
     search,
     slurm_check,
@@ -52,6 +53,7 @@ STAGES = {
     "evaluate-model": evaluate_model,
     "check-config": check_config,
     "slurm-check": slurm_check,
+    "rehearsal": rehearsal,
 }
 
 

@@ -14,7 +14,7 @@ rule negatives:
     log:
         f"{LOGS}/negatives/initial.log",
     benchmark:
-        f"{BENCHMARKS}/negatives.tsv"
+        f"{BENCHMARKS}/negatives/initial.tsv"
     conda:
         "../envs/lead.yaml"
     threads: 2
@@ -59,7 +59,7 @@ rule negatives_mined:
     log:
         f"{LOGS}/negatives/mined.log",
     benchmark:
-        f"{BENCHMARKS}/negatives-mined.tsv"
+        f"{BENCHMARKS}/negatives/mined.tsv"
     conda:
         "../envs/lead.yaml"
     resources:
