@@ -9,12 +9,18 @@
 # with one or more --configfile the run uses those files only (merged in order).
 from snakemake.utils import min_version
 
+from lead import config as lead_config
+
 min_version("9.0")
 
 
 if not workflow.overwrite_configfiles:
 
     configfile: f"{workflow.basedir}/config/default.yaml"
+
+
+# A config file's `extends` (the files it is layered on) go underneath it.
+lead_config.bases_underneath(config, workflow.overwrite_configfiles)
 
 
 include: "workflow/rules/common.smk"

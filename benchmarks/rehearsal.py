@@ -4,10 +4,11 @@ sizes, depths, shards and stages, on generated data and tiny models (config/rehe
 1. Generates the MS MARCO-shaped collection once into resources/rehearsal/<passages>/
    (`python -m lead rehearsal generate`; an existing folder of the same size is reused).
 2. Serves it on 127.0.0.1:8765, the URLs config/rehearsal.yaml points at, for the run.
-3. Runs Snakemake on config/msmarco-passage.yaml + config/rehearsal.yaml + the collection's
-   checksums.yaml, with the default profile or through profiles/slurm (`--profile slurm`: on
-   the single-node test cluster of tests/slurm/cluster.py, which it starts; needs root). A
-   smaller collection (`--passages 20000`) runs under its own name, rehearsal-20000.
+3. Runs Snakemake on config/rehearsal.yaml (layered on config/msmarco-passage.yaml) and the
+   collection's checksums.yaml, with the default profile or through profiles/slurm
+   (`--profile slurm`: on the single-node test cluster of tests/slurm/cluster.py, which it
+   starts; needs root). A smaller collection (`--passages 20000`) runs under its own name,
+   rehearsal-20000.
 4. Writes the stage table (wall, CPU, peak RSS, disk written; benchmarks/stage_table.py) to
    results/<name>/stages.md and prints it.
 
@@ -66,8 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     name = "rehearsal" if size == FULL else f"rehearsal-{size}"
     command = [
         sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-        "--configfile", str(REPO / "config" / "msmarco-passage.yaml"),
-        str(REPO / "config" / "rehearsal.yaml"), str(data / "checksums.yaml"),
+        "--configfile", str(REPO / "config" / "rehearsal.yaml"), str(data / "checksums.yaml"),
         "--config", f"name={name}",
     ]
     env = dict(os.environ)

@@ -130,11 +130,12 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "config" / "default.yaml"
 
 def layered(configfiles: list[Path], overrides: list[str]) -> tuple[dict, dict]:
     """(as written, validated) config of files merged in order (the default without any) with
-    `key=value` overrides on top: what `snakemake --configfile ... --config ...` runs."""
+    `key=value` overrides on top: what `snakemake --configfile ... --config ...` runs. The
+    files a file `extends` are merged before it (`with_bases`)."""
     raw: dict = {}
     if not configfiles and not DEFAULT_CONFIG.is_file():
         raise ConfigError(f"no config file given, and no default one at {DEFAULT_CONFIG}")
-    for path in configfiles or [DEFAULT_CONFIG]:
+    for path in with_bases(configfiles or [DEFAULT_CONFIG]):
         merge(raw, _read_file(path))
     for item in overrides:
         key, found, value = item.partition("=")
@@ -146,6 +147,44 @@ def layered(configfiles: list[Path], overrides: list[str]) -> tuple[dict, dict]:
         except yaml.YAMLError as err:
             raise ConfigError(f"--config {item!r}: not a YAML value: {one_line(err)}") from err
     return copy.deepcopy(raw), validate(raw)
+
+
+def with_bases(configfiles: list[Path]) -> list[Path]:
+    """The files in merge order: each file's `extends` (recursively, paths relative to the
+    file naming them) before it; a file merged once, at its first place."""
+    ordered: list[Path] = []
+
+    def visit(path: Path, chain: tuple[Path, ...]) -> None:
+        path = Path(path).resolve()
+        if path in chain:
+            cycle = " -> ".join(str(p) for p in (*chain, path))
+            raise ConfigError(f"{path}: config key extends: a cycle ({cycle})")
+        bases = _read_file(path).get("extends", [])
+        if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+            raise ConfigError(f"{path}: config key extends: expected a list of file paths")
+        for base in bases:
+            visit(path.parent / base, (*chain, path))
+        if path not in ordered:
+            ordered.append(path)
+
+    for configfile in configfiles:
+        visit(configfile, ())
+    return ordered
+
+
+def bases_underneath(config: dict, configfiles: list[Path]) -> None:
+    """Merge, under a config Snakemake loaded from `configfiles` (and --config), the files
+    they extend that were not given: the same layering `layered` does."""
+    given = {Path(path).resolve() for path in configfiles}
+    bases = [path for path in with_bases(configfiles) if path not in given]
+    if not bases:
+        return
+    merged: dict = {}
+    for path in bases:
+        merge(merged, _read_file(path))
+    snapshot = copy.deepcopy(config)
+    config.clear()
+    config.update(merge(merged, snapshot))
 
 
 def merge(base: dict, changes: Mapping[str, Any]) -> dict:

@@ -68,6 +68,17 @@ def _with_provenance(schema: pa.Schema, prov: Mapping[str, Any] | None) -> pa.Sc
     return schema.with_metadata(meta)
 
 
+def share_as_umask_allows(folder: Path) -> None:
+    """Give a written folder's files the permissions the user's umask allows (0644 under the
+    usual 022): libraries write some files owner-only (a model's weights, through a temporary
+    file), which colleagues sharing a cluster folder could then not read."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in (folder, *folder.rglob("*")):
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 def input_file(path: str | Path) -> Path:
     """`path`, refused (DataError naming it) if it does not exist or is a folder."""
     path = Path(path)

@@ -151,6 +151,8 @@ def build(config: Mapping[str, Any], *, raw: Mapping[str, Any] | None = None) ->
     distill = config["distillation"]
     students = _student_jobs(distill)
     teacher_kind, student_kind = config["teacher"]["kind"], config["student"]["kind"]
+    for role in ("teacher", "student"):
+        _check_vocabulary(config[role], role)
     if students and student_kind != "dual":
         raise ConfigError(f"config key student.kind: students are dual encoders, not "
                           f"{student_kind!r}")
@@ -330,6 +332,21 @@ def _source_splits(dataset: Mapping[str, Any]) -> set[str] | None:
 def _check_name(name: str, key: str) -> None:
     """Names become paths and shell words: one pattern (lead.paths) for all of them."""
     check_name(name, f"config key {key}")
+
+
+def _check_vocabulary(model: Mapping[str, Any], role: str) -> None:
+    """A model's vocabulary has one source, and a random model has one."""
+    tokenizer = model["tokenizer"]
+    if tokenizer["train"] and tokenizer["from"] is not None:
+        raise ConfigError(f"config key {role}.tokenizer: `from` and `train: true` exclude each "
+                          "other (a trained vocabulary, or another model's)")
+    if tokenizer["from"] == "random":
+        raise ConfigError(f"config key {role}.tokenizer.from: 'random' is no vocabulary; name a "
+                          "model source (e.g. package:bert-tiny)")
+    if model["init"] == "random" and not tokenizer["train"] and tokenizer["from"] is None:
+        raise ConfigError(f"config key {role}.init: a random model needs a vocabulary: "
+                          f"{role}.tokenizer.from (e.g. package:bert-tiny) or "
+                          f"{role}.tokenizer.train: true")
 
 
 def _check_given_path(path: str | None) -> None:

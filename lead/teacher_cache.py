@@ -83,7 +83,7 @@ def embeddings_from_cache(
         raise ConfigError(f"{cache_path}: holds {layers} layers of {dim}, not {model_dir}'s "
                           f"{encoder.num_layers} of {encoder.hidden_size}")
     value_type = file.schema_arrow.field("layers").type.value_type
-    schema = embeddings(dim, dtype)
+    schema = embeddings(encoder.embedding_dim, dtype)
     prov = provenance("encode", {"from_cache": str(cache_path), "dtype": dtype})
     written = 0
     with parquet_writer(out_path, schema, prov) as writer:

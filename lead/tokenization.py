@@ -32,6 +32,7 @@ from lead.io import (
     provenance,
     read_provenance,
 )
+from lead.modeling.spec import LEAD_CONFIG, EncoderSpec
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 # The position limit of BERT-style encoders; the stages truncate further per model.
@@ -186,16 +187,20 @@ def tokenize_file(
     A titled passage is the pair (title, text), `[CLS] title [SEP] text [SEP]` (titles
     "pair", the release's), or the one text `title text` (titles "space", as BEIR and MTEB
     feed sentence-transformers models); None takes the model directory's own choice
-    (lead.json), else "pair". Returns the number of rows written.
+    (lead.json), else "pair". A model with prompts (lead.json's query_prompt or
+    passage_prompt) gets its prompt put before each text, as sentence-transformers puts it
+    before the whole input (before the title of a pair). Returns the number of rows written.
     """
     input_path = Path(input_path)
     schema, id_column = _input_kind(input_path)
     encoder = batch_encoder(tokenizer_dir, max_length)
-    titles = titles or _model_titles(Path(tokenizer_dir))
+    spec = _model_spec(Path(tokenizer_dir))
+    titles = titles or (spec.titles if spec else "pair")
     if titles not in TITLES:
         raise ConfigError(f"titles {titles!r}: expected one of {TITLES}")
+    prompt = spec.prompt("passage" if schema is schemas.CORPUS else "query") if spec else ""
     settings = {"max_length": max_length, "tokenizer_sha256": encoder.fingerprint,
-                "titles": titles}
+                "titles": titles, "prompt": prompt}
     rows = 0
     with parquet_writer(out_path, schemas.TOKENS, provenance("tokenize", settings)) as writer:
         for batch in iter_batches(input_path, schema, batch_size=batch_size):
@@ -203,21 +208,20 @@ def tokenize_file(
             if titles == "space" and titles_of is not None:
                 texts = [f"{t} {x}" if t else x for t, x in zip(titles_of, texts, strict=True)]
                 titles_of = None
+            if prompt and titles_of is not None:
+                titles_of = [prompt + t if t else t for t in titles_of]
+                texts = [x if t else prompt + x for t, x in zip(titles_of, texts, strict=True)]
+            elif prompt:
+                texts = [prompt + x for x in texts]
             ids = batch.column(id_column)
             writer.write_table(pa.table([ids, encoder.encode(texts, titles_of)], schemas.TOKENS))
             rows += batch.num_rows
     return rows
 
 
-def _model_titles(model_dir: Path) -> str:
-    """The titles convention a lead model directory records (lead.json), else "pair"."""
-    spec = model_dir / "lead.json"
-    if not spec.is_file():
-        return "pair"
-    try:
-        return json.loads(spec.read_text()).get("titles", "pair")
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{spec}: not valid JSON: {err}") from err
+def _model_spec(model_dir: Path) -> EncoderSpec | None:
+    """The description of a lead model directory (lead.json); None for a bare tokenizer."""
+    return EncoderSpec.read(model_dir) if (model_dir / LEAD_CONFIG).is_file() else None
 
 
 def _training_texts(corpus_path: Path, batch_size: int = 10_000) -> Iterator[list[str]]:

@@ -32,6 +32,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="query tokens, at most (a model folder's own when not given)")
     parser.add_argument("--passage-max-length", type=int,
                         help="passage tokens, at most (a model folder's own when not given)")
+    scoring = parser.add_argument_group(
+        "how the model scores (default: as its own library scores it: a lead or "
+        "sentence-transformers folder's own settings; for a Hugging Face folder without "
+        "sentence-transformers files, sentence-transformers' defaults, mean pooling and cosine)")
+    scoring.add_argument("--pooling", choices=["cls", "mean"])
+    scoring.add_argument("--similarity", choices=["dot", "cosine"])
+    scoring.add_argument("--query-prompt", metavar="TEXT",
+                         help='text put before every query (e.g. "query: "; "" for none)')
+    scoring.add_argument("--passage-prompt", metavar="TEXT",
+                         help='text put before every passage (e.g. "passage: "; "" for none)')
 
 
 def run(args: argparse.Namespace) -> None:
@@ -40,13 +50,14 @@ def run(args: argparse.Namespace) -> None:
 
     dataset = collection_settings(args.collection, args.corpus, args.queries, args.qrels,
                                   args.split)
-    lengths = {key: value for key, value in (("query_max_length", args.query_max_length),
-                                             ("passage_max_length", args.passage_max_length))
-               if value is not None}
+    scoring = {key: getattr(args, key) for key in (
+        "query_max_length", "passage_max_length", "pooling", "similarity", "query_prompt",
+        "passage_prompt")}
     out = evaluate_model(
         args.model, dataset, args.out, split=args.split,
         measures=args.measures or default_measures(args.depth),
         relevance_level=args.relevance_level, encode={"batch_size": args.batch_size},
-        search={"depth": args.depth}, lengths=lengths,
+        search={"depth": args.depth}, scoring=scoring,
+        arguments={key: value for key, value in vars(args).items() if key != "debug"},
     )
     print((out / "summary.md").read_text(encoding="utf-8"), end="")

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -248,8 +248,12 @@ def write_evaluation(
     *,
     relevance_level: int = 1,
     measures: Sequence[str] = DEFAULT_MEASURES,
+    recorded: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Evaluate and write out_dir/{per_query.parquet, summary.md, summary.parquet}.
+
+    The provenance names the run and qrels files, or what `recorded` says they are (a caller
+    that scores temporary files names their lasting counterparts).
 
     Each file lands atomically; summary.parquet is written last, so its presence means the
     other two are complete; all three places are checked first, so that none is written
@@ -263,8 +267,9 @@ def write_evaluation(
     prov = provenance(
         "evaluate",
         {"relevance_level": relevance_level, "measures": list(measures)},
-        run=str(run) if not isinstance(run, pd.DataFrame) else None,
-        qrels=str(qrels) if not isinstance(qrels, pd.DataFrame) else None,
+        **{"run": str(run) if not isinstance(run, pd.DataFrame) else None,
+           "qrels": str(qrels) if not isinstance(qrels, pd.DataFrame) else None,
+           **(recorded or {})},
         num_queries=num_queries,
         scorer=_scorer_version(),
     )

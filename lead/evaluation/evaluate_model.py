@@ -5,15 +5,21 @@ packaged checkpoint (`package:minilm`) or a hub id from the local Hugging Face c
 but a lead directory is first materialised the way `init-model` does, so it is scored the way
 it was trained (its pooling and similarity inherited). The collection is a BEIR directory or a
 corpus, queries and qrels file. Then, exactly as the workflow's rules do: data, tokenize,
-encode, search, evaluate. The output folder gets run.parquet, run.trec, summary.parquet,
-per_query.parquet and summary.md; it is built aside and renamed into place at the end.
+encode, search, evaluate. The output folder gets run.parquet, run.trec (tagged with the
+model's name), summary.parquet, per_query.parquet and summary.md, and what says what they
+are: model.json (the model and its resolved description: pooling, similarity, prompts,
+lengths, dense layers) and arguments.json (the command's arguments). It is built aside and
+renamed into place at the end; nothing in it names the temporary folder it was built in.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import shutil
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 from lead.config import resolve
@@ -55,9 +61,16 @@ def evaluate_model(
     relevance_level: int = 1,
     encode: dict | None = None,
     search: dict | None = None,
-    lengths: dict | None = None,
+    scoring: dict | None = None,
+    arguments: dict | None = None,
 ) -> Path:
-    """Score `model` on the collection `dataset` describes; returns the output folder."""
+    """Score `model` on the collection `dataset` describes; returns the output folder.
+
+    `scoring` overrides what the model would inherit (pooling, similarity, query_prompt,
+    passage_prompt, query_max_length, passage_max_length: keys of a model's config section).
+    The folder records the model's resolved description (model.json) and `arguments`
+    (arguments.json), so that it says what was scored and how.
+    """
     from lead.data.sources import build_dataset
     from lead.evaluation.evaluate import write_evaluation
     from lead.evaluation.runs import export_trec
@@ -69,6 +82,7 @@ def evaluate_model(
 
     encode = resolve("encode", encode or {})
     search = resolve("search", search or {})
+    scoring = {key: value for key, value in (scoring or {}).items() if value is not None}
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder")
@@ -76,14 +90,17 @@ def evaluate_model(
         work = tmp / "work"
         work.mkdir(parents=True)
         model_dir = Path(model)
-        if not (model_dir / LEAD_CONFIG).is_file():
+        if scoring or not (model_dir / LEAD_CONFIG).is_file():
             log.info("materialising %s as a lead model directory", model)
-            lengths = {**_trained_lengths(model), **(lengths or {})}
-            model_dir = init_model({"init": model, **lengths}, work / "model")
+            settings = {"init": model, **_trained_lengths(model), **scoring}
+            model_dir = init_model(settings, work / "model")
         spec = EncoderSpec.read(model_dir)
         if spec.kind != "dual":
             raise ConfigError(f"{model}: a {spec.kind} model cannot encode a corpus; only dual "
                               "encoders are scored by retrieval")
+        log.info("scoring %s: %s pooling, %s similarity, prompts %r / %r, %d / %d tokens", model,
+                 spec.pooling, spec.similarity, spec.query_prompt, spec.passage_prompt,
+                 spec.query_max_length, spec.passage_max_length)
         build_dataset(dataset, work / "data", work / "downloads")
         tokens = {
             "corpus": tokenize_file(model_dir, work / "data" / "corpus.parquet",
@@ -100,18 +117,36 @@ def evaluate_model(
                     work / "queries.embeddings.parquet", encode)
         run_search(work / "queries.embeddings.parquet", [work / "corpus.embeddings.parquet"],
                    tmp / "run.parquet", search)
-        export_trec(tmp / "run.parquet", tmp / "run.trec", "lead")
+        export_trec(tmp / "run.parquet", tmp / "run.trec", run_tag(model))
         write_evaluation(tmp, tmp / "run.parquet", work / "data" / "qrels" / f"{split}.parquet",
-                         relevance_level=relevance_level, measures=list(measures))
+                         relevance_level=relevance_level, measures=list(measures),
+                         recorded={"run": str(out / "run.parquet"),
+                                   "qrels": f"{_collection_name(dataset)} ({split})"})
+        _write_json(tmp / "model.json", {"model": model, "description": asdict(spec)})
+        _write_json(tmp / "arguments.json", arguments or {})
         shutil.rmtree(work)
     return out
+
+
+def run_tag(model: str) -> str:
+    """A TREC run tag naming the model: its folder's or package's name, one word."""
+    name = model.removeprefix("package:").rstrip("/").rsplit("/", 1)[-1] or "model"
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
+def _collection_name(dataset: dict) -> str:
+    if dataset["source"] == "beir":
+        return dataset["beir"]["path"]
+    return dataset["local"]["corpus"]
+
+
+def _write_json(path: Path, value: dict) -> None:
+    path.write_text(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def _trained_lengths(model: str) -> dict[str, int]:
     """A sentence-transformers folder's max_seq_length, for queries and passages alike, as
     sentence-transformers itself would cut them."""
-    import json
-
     from lead.modeling.spec import source_dir
 
     source = source_dir(model)

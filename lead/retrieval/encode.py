@@ -290,7 +290,7 @@ def encode_file(
         tokens_path,
         out_path,
         encoder_embed(encoder, role, device, bf16),
-        encoder.hidden_size,
+        encoder.embedding_dim,
         batch_size=settings["batch_size"],
         dtype=settings["dtype"],
         shard=shard,

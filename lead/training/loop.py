@@ -210,7 +210,8 @@ def _train(job: TrainingJob, objective_type: type[Objective], procs: Processes,
             facts = {**job.card, "selected at step": f"{progress.best_step} of {steps}",
                      f"dev {opt['select_metric']}": progress.best_value,
                      "settings hash": config_hash(_log_settings(job))}
-            write_model_card(tmp, name=job.out.name, facts=facts)
+            write_model_card(tmp, name=job.out.name, facts=facts,
+                             base_model=job.card.get("base model"))
         log.info("saved the best model (step %d, dev %s %.4f) to %s",
                  progress.best_step, opt["select_metric"], progress.best_value, job.out)
         if not job.keep_checkpoint:  # nothing resumes a finished run: free its gigabytes

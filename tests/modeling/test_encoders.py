@@ -284,7 +284,7 @@ def test_save_and_load_give_the_same_model(model_dirs, tmp_path, name):
     assert set(spec) == {"kind", "pooling", "similarity", "scale", "shared_towers",
                          "query_max_length", "passage_max_length", "colbert_dim",
                          "colbert_markers", "colbert_query_augmentation", "cross_token_types",
-                         "titles"}
+                         "titles", "query_prompt", "passage_prompt", "dense"}
     queries, passages = batch(encoder, TEXTS[:2]), batch(encoder, TEXTS[2:6])
     with torch.no_grad():
         before = encoder.score_groups(queries, passages, 2, layers=[1])

@@ -79,7 +79,7 @@ def test_random_models_of_other_architectures_build_and_encode(tokenizer, tmp_pa
 
 
 def test_bad_initialisations_are_named(tokenizer, tmp_path):
-    with pytest.raises(ConfigError, match="'random' needs a tokenizer"):
+    with pytest.raises(ConfigError, match="'random' needs a vocabulary"):
         init_model(RANDOM, tmp_path / "x")
     with pytest.raises(ConfigError, match=r"nowhere/config\.json not found"):
         init_model({"init": str(tmp_path / "nowhere")}, tmp_path / "x")
@@ -106,7 +106,7 @@ def test_cli_writes_a_model_directory(tokenizer, tmp_path, capsys):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
     missing_tokenizer = ["init-model", "--settings", '{"init": "random"}', "--out", str(out)]
     assert main(missing_tokenizer) == 2
-    assert "needs a tokenizer" in capsys.readouterr().err
+    assert "needs a vocabulary" in capsys.readouterr().err
     assert load_encoder(out).num_layers == 2  # a failed run leaves the old directory intact
 
 
