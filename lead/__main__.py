@@ -64,8 +64,17 @@ def stage_of_rule(rule: str) -> str | None:
     return max(matches, key=len) if matches else None
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its refusals in lead's one-line form (`lead STAGE: error: ...`)."""
+
+    def error(self, message: str) -> None:
+        stage = self.prog.removeprefix("python -m lead").strip() or "lead"
+        prefix = "lead" if stage == "lead" else f"lead {stage}"
+        self.exit(2, f"{prefix}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lead", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="python -m lead", description=__doc__.split("\n\n")[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     subparsers = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
     for name, module in STAGES.items():
@@ -80,17 +89,26 @@ def main(argv: list[str] | None = None) -> int:
     """Run one stage; the exit status is 0, 2 for a user error, 1 for anything else."""
     from lead import logs
 
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit:  # --help (0), or a refused argument (2, one line printed)
+        return exit.code
+    from lead.io import claim_output  # after --help, which then stays fast
     logs.setup(args.debug)
-    inputs = {name: value for name, value in vars(args).items()
-              if isinstance(value, Path) and name not in ("out", "log", "checkpoint_dir")}
+    module = STAGES[args.stage]
+    outputs = {name: kind for name, kind in getattr(module, "OUTPUTS", {}).items()
+               if getattr(args, name, None) is not None}
+    inputs = input_paths(args, outputs)
     timer = logs.StageTimer(args.stage, inputs)
     try:
-        STAGES[args.stage].run(args)
+        for name, kind in outputs.items():
+            claim_output(getattr(args, name), args.stage, folder=kind == "folder",
+                         inputs=list(inputs.values()))
+        module.run(args)
     except LeadError as err:
         print(f"lead {args.stage}: error: {err}", file=sys.stderr)
         return 2
-    except (OSError, MemoryError, RuntimeError, ValueError) as err:
+    except Exception as err:  # one line for whatever a library raises; --debug shows it whole
         if args.debug:
             raise
         print(f"lead {args.stage}: error: {type(err).__name__}: {one_line(err)} "
@@ -98,6 +116,29 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     timer.done()
     return 0
+
+
+def input_paths(args: argparse.Namespace, outputs: dict[str, str]) -> dict[str, Path]:
+    """The paths a stage reads, named as in its start line: every path argument that is not
+    an output, each of a list (`name[i]`), and NAME=PATH values naming an existing path."""
+    found: dict[str, Path] = {}
+    for name, value in vars(args).items():
+        if name in outputs or name in ("stage", "debug"):
+            continue
+        values = value if isinstance(value, list) else [value]
+        for index, item in enumerate(values):
+            path = None
+            if isinstance(item, Path):
+                path = item
+            elif isinstance(item, str) and not item.startswith(("{", "[")):
+                candidate = Path(item.partition("=")[2] or item)
+                try:
+                    path = candidate if candidate.exists() else None
+                except (OSError, ValueError):  # not a name a path can have
+                    path = None
+            if path is not None:
+                found[name if len(values) == 1 else f"{name}[{index}]"] = path
+    return found
 
 
 if __name__ == "__main__":

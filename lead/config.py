@@ -41,7 +41,12 @@ def _validator(sub_schema: Mapping[str, Any]) -> jsonschema.Validator:
     def ref(validator, reference, instance, sub):
         yield from validator.descend(instance, _deref({"$ref": reference}))
 
-    extended = jsonschema.validators.extend(base, {"properties": set_defaults, "$ref": ref})
+    # An integer is an int: JSON Schema also calls 2.0 an integer, which would then reach
+    # range(), a shard count or a seed as a float and fail far from the config.
+    types = base.TYPE_CHECKER.redefine(
+        "integer", lambda checker, value: isinstance(value, int) and not isinstance(value, bool))
+    extended = jsonschema.validators.extend(base, {"properties": set_defaults, "$ref": ref},
+                                            type_checker=types)
     full = dict(sub_schema)
     full["definitions"] = schema()["definitions"]
     return extended(full)
@@ -110,11 +115,32 @@ def resolve_optimisation(settings: Mapping[str, Any] | None) -> dict:
     return validate({"optimisation": dict(settings or {})}, wrapped)["optimisation"]
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the
+    last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                mark = key_node.start_mark
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice (line {mark.line + 1})", mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str):
+    """Parse YAML as configs are parsed: safely, a duplicate key refused."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
 def _read_file(path: str | Path) -> dict:
     """One config file as written: a mapping, refused in one line naming the file if it cannot
-    be read, is not YAML, is not a mapping or expands past MAX_VALUES."""
+    be read, is not YAML, holds a key twice, is not a mapping or expands past MAX_VALUES."""
     try:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        loaded = load_yaml(Path(path).read_text()) or {}
     except OSError as err:
         raise ConfigError(f"{path}: cannot read config: {err}") from err
     except yaml.YAMLError as err:
@@ -143,7 +169,7 @@ def layered(configfiles: list[Path], overrides: list[str]) -> tuple[dict, dict]:
             raise ConfigError(f"--config {item!r}: expected KEY=VALUE with a top-level KEY, as "
                               "snakemake --config takes them (nested values: a config file)")
         try:
-            raw[key] = yaml.safe_load(value)
+            raw[key] = load_yaml(value)
         except yaml.YAMLError as err:
             raise ConfigError(f"--config {item!r}: not a YAML value: {one_line(err)}") from err
     return copy.deepcopy(raw), validate(raw)
@@ -174,9 +200,10 @@ def with_bases(configfiles: list[Path]) -> list[Path]:
 
 def bases_underneath(config: dict, configfiles: list[Path]) -> None:
     """Merge, under a config Snakemake loaded from `configfiles` (and --config), the files
-    they extend that were not given: the same layering `layered` does."""
+    they extend that were not given: the same layering `layered` does. Every file is read
+    with lead's loader on the way, so a key given twice stops the run as check-config does."""
     given = {Path(path).resolve() for path in configfiles}
-    bases = [path for path in with_bases(configfiles) if path not in given]
+    bases = [path for path in with_bases(configfiles) if path not in given]  # reads every file
     if not bases:
         return
     merged: dict = {}
@@ -207,7 +234,7 @@ def parse_settings(text: str | None) -> dict:
         value = json.loads(text)
     except json.JSONDecodeError:
         try:
-            value = yaml.safe_load(text)
+            value = load_yaml(text)
         except yaml.YAMLError as err:
             raise ConfigError(f"--settings is not valid JSON/YAML: {one_line(err)}") from err
     if not isinstance(value, dict):

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -113,12 +113,15 @@ def check_output(path: str | Path, *, directory: bool | None = None) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path, *, directory: bool | None = None) -> Iterator[Path]:
+def atomic_path(path: str | Path, *, directory: bool | None = None,
+                made_by: str | None = None) -> Iterator[Path]:
     """Yield a temporary sibling of `path`; move it onto `path` only if the block succeeds.
 
     Works for files and directories (`directory` says which, so that an output of the other
     kind in the way is refused before the block runs; see `check_output`). On failure the
-    temporary is removed and any existing `path` is left untouched.
+    temporary is removed and any existing `path` is left untouched. A folder output gets the
+    marker of the command that `made_by` names, written last (`OUTPUT_MARKER`): the next run of
+    that command may replace the folder, no other command may.
     """
     path = check_output(path, directory=directory)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,6 +130,8 @@ def atomic_path(path: str | Path, *, directory: bool | None = None) -> Iterator[
     _remove(tmp)
     try:
         yield tmp
+        if made_by is not None and tmp.is_dir():
+            mark_output(tmp, made_by)
         check_output(path, directory=tmp.is_dir())
         if path.is_dir() and tmp.is_dir():
             # Two renames: the old folder moves aside first, so a kill at any moment leaves
@@ -140,6 +145,115 @@ def atomic_path(path: str | Path, *, directory: bool | None = None) -> Iterator[
             os.replace(tmp, path)
     finally:
         _remove(tmp)
+
+
+# --------------------------------------------------------------------------- the output rule
+#
+# A command's output may be a new path, or an output this command made before (recognisable
+# by what it wrote), never anything else, and never one of the command's own inputs: checked
+# before any work (`claim_output`, called by lead.__main__ for every output a stage declares).
+
+OUTPUT_MARKER = ".lead-output"  # in a folder output: {"command": ...}, written last
+# Where a parquet's provenance `source` names a command other than itself.
+_SOURCE_COMMANDS = {"train:contrastive": "warmup"}
+
+
+def mark_output(folder: Path, command: str, *, whole: bool = True) -> None:
+    """Mark a folder as `command`'s output: with the entries it holds now (`whole`), which are
+    then all it may hold to be replaced, or as a work folder the command owns entirely (a
+    training run's checkpoints)."""
+    marker: dict[str, Any] = {"command": command}
+    if whole:
+        marker["entries"] = sorted(p.name for p in folder.iterdir() if p.name != OUTPUT_MARKER)
+    (folder / OUTPUT_MARKER).write_text(json.dumps(marker) + "\n")
+
+
+def made_by(path: Path) -> str | None:
+    """The lead command that wrote `path`, as far as what it wrote shows: a folder's marker
+    (with nothing in the folder but what the marker lists), a parquet's provenance, a TREC
+    run's lines, the report's first line; else None."""
+    if path.is_dir():
+        marker = _marker(path)
+        return marker["command"] if marker is not None and not _foreign(path, marker) else None
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return None
+    if head.startswith(b"PAR1"):
+        try:
+            source = read_provenance(path).get("source")
+        except DataError:
+            return None
+        if isinstance(source, str) and source.startswith("train:"):
+            return _SOURCE_COMMANDS.get(source, "distill")
+        return source
+    lines = head.decode("utf-8", errors="replace").splitlines()
+    if lines and lines[0].startswith(REPORT_TITLE):
+        return "report"
+    if lines and lines[0] == METRICS_TSV_HEADER:
+        return "report"
+    if lines and all(len(line.split()) == 6 and line.split()[1] == "Q0" for line in lines[:-1]):
+        return "trec-run"
+    return None
+
+
+def _marker(folder: Path) -> dict | None:
+    try:
+        marker = json.loads((folder / OUTPUT_MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) and isinstance(marker.get("command"), str) \
+        else None
+
+
+def _foreign(folder: Path, marker: dict | None) -> list[str]:
+    """What a folder holds that its marker does not list (everything, without a marker)."""
+    present = sorted(p.name for p in folder.iterdir() if p.name != OUTPUT_MARKER)
+    if marker is None:
+        return present
+    if "entries" not in marker:
+        return []
+    listed = set(marker["entries"]) if isinstance(marker["entries"], list) else set()
+    return [name for name in present if name not in listed]
+
+
+REPORT_TITLE = "# LEAD distillation report"  # the first line of lead.evaluation.report's
+METRICS_TSV_HEADER = "collection\tsplit\tmodel\tmeasure\tvalue (%)"  # and of its tables
+# Commands whose file outputs are TREC runs (`made_by` cannot tell which one wrote a run).
+TREC_WRITERS = {"search", "export-trec"}
+
+
+def claim_output(path: str | Path, command: str, *, folder: bool,
+                 inputs: Sequence[Path] = ()) -> Path:
+    """Refuse, before any work, an output `command` may not write: one that cannot be written
+    where it is (`check_output`), one of the command's own inputs (or inside one, or holding
+    one), or anything already there that this command did not make: a folder that is neither
+    empty nor marked by this command, a file that is not this command's artifact."""
+    path = check_output(path, directory=folder)
+    target = path.resolve()
+    for source in inputs:
+        source = Path(source).resolve()
+        if target == source or source.is_relative_to(target) or target.is_relative_to(source):
+            relation = ("is" if target == source else "holds" if source.is_relative_to(target)
+                        else "is inside")
+            raise DataError(path, None, f"{relation} the input {source}: give the output a "
+                                        "path of its own")
+    if not path.exists():
+        return path
+    if folder:
+        marker = _marker(path)
+        foreign = _foreign(path, marker if marker and marker["command"] == command else None)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise DataError(path, None, f"holds files `lead {command}` did not write ({shown}); "
+                                        "give a new folder, or remove this one first")
+        return path
+    writer = made_by(path)
+    if writer == command or (writer == "trec-run" and command in TREC_WRITERS):
+        return path
+    raise DataError(path, None, f"exists and is not a file `lead {command}` wrote; give a new "
+                                "path, or remove it first")
 
 
 def remove_stale_temporaries(path: Path) -> None:

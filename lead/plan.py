@@ -153,6 +153,7 @@ def build(config: Mapping[str, Any], *, raw: Mapping[str, Any] | None = None) ->
     teacher_kind, student_kind = config["teacher"]["kind"], config["student"]["kind"]
     for role in ("teacher", "student"):
         _check_vocabulary(config[role], role)
+        _check_random_size(config[role], role)
     if students and student_kind != "dual":
         raise ConfigError(f"config key student.kind: students are dual encoders, not "
                           f"{student_kind!r}")
@@ -191,6 +192,8 @@ def build(config: Mapping[str, Any], *, raw: Mapping[str, Any] | None = None) ->
         _check_name(name, "evaluate.collections")
         collections.append(_collection(name, f"{results}/collections/{name}", section, False,
                                        key=f"evaluate.collections.{name}"))
+        if training:
+            _check_leakage(config["dataset"], collections[-1])
     if not collections:
         raise ConfigError("config: nothing to evaluate on (no dataset and no "
                           "evaluate.collections)")
@@ -253,6 +256,10 @@ def _student_jobs(distill: Mapping[str, Any]) -> list[StudentJob]:
             if key in overrides:
                 raise ConfigError(f"config key distillation.variants.{name}.{key}: variants "
                                   "cannot set it")
+        if "seed" in (overrides.get("optimisation") or {}):
+            raise ConfigError(f"config key distillation.variants.{name}.optimisation.seed: a "
+                              "variant trains once per seed of distillation.seeds, like every "
+                              "method; it cannot set its own")
         try:
             section = resolve("distillation", merge(copy.deepcopy(base), overrides))
         except ConfigError as err:
@@ -287,9 +294,20 @@ def _collection(name: str, root: str, dataset: Mapping[str, Any], training: bool
         if missing:
             raise ConfigError(f"config key {key}.eval_splits: {missing} not among the splits "
                               f"source {dataset['source']!r} produces ({sorted(available)})")
+    if training:
+        scored = sorted({"train", "dev"} & set(dataset["eval_splits"]))
+        if scored:
+            raise ConfigError(f"config key {key}.eval_splits: {scored} would score the queries "
+                              "the students train on or are selected on")
     splits = list(dataset["eval_splits"])
     if training:
         splits = ["train", "dev", *splits]
+    known = set(splits) | (available or set())
+    unknown = sorted(set(dataset["relevance_level"]) - known)
+    if unknown:
+        raise ConfigError(f"config key {key}.relevance_level: {unknown} is no split of this "
+                          f"collection ({sorted(known)}); a misspelt split would be scored at "
+                          "level 1")
     else:
         dataset = _scored_splits_only(dataset)
     return Collection(name, root, dataset, tuple(dataset["eval_splits"]),
@@ -347,6 +365,63 @@ def _check_vocabulary(model: Mapping[str, Any], role: str) -> None:
         raise ConfigError(f"config key {role}.init: a random model needs a vocabulary: "
                           f"{role}.tokenizer.from (e.g. package:bert-tiny) or "
                           f"{role}.tokenizer.train: true")
+
+
+# Splits whose queries a source holds in one place whatever the collection's name: scoring
+# one of these on a collection of the same source scores the training queries again.
+TRAINING_SPLITS = ("train", "dev")
+MAX_RANDOM_PARAMETERS = 1_000_000_000
+
+
+def _check_leakage(dataset: Mapping[str, Any], collection: Collection) -> None:
+    """An evaluation collection must not score the queries the students train on: the same
+    source's train or dev split, or a query file of the main dataset's training split."""
+    main = validate({"dataset": dict(dataset)}, {"type": "object", "properties": {
+        "dataset": {"$ref": "#/definitions/dataset"}}})["dataset"]
+    other = collection.dataset
+    key = f"config key evaluate.collections.{collection.name}.eval_splits"
+    if main["source"] == other["source"] and main["source"] in SOURCE_SPLITS:
+        leaked = sorted(set(TRAINING_SPLITS) & set(other["eval_splits"]))
+        if leaked:
+            raise ConfigError(f"{key}: {leaked} of {other['source']} are the training data")
+    train_files = {_resolved(path) for path in _split_files(main, "train")}
+    for split in other["eval_splits"]:
+        shared = train_files & {_resolved(path) for path in _split_files(other, split)}
+        if shared:
+            raise ConfigError(f"{key}: split {split!r} reads {sorted(shared)[0]}, the training "
+                              "queries of the main dataset")
+
+
+def _split_files(dataset: Mapping[str, Any], split: str) -> list[str]:
+    """The files a local source reads a split's queries from (none for other sources)."""
+    if dataset["source"] == "beir":
+        name = dataset["beir"]["splits"].get(split)
+        return [f"{dataset['beir']['path']}/qrels/{name}.tsv"] if name else []
+    if dataset["source"] in ("trec", "tsv"):
+        return [dataset["local"][kind][split] for kind in ("queries", "qrels")
+                if split in dataset["local"][kind]]
+    return []
+
+
+def _resolved(path: str) -> str:
+    from pathlib import Path
+
+    return str(Path(path).expanduser().resolve())
+
+
+def _check_random_size(model: Mapping[str, Any], role: str) -> None:
+    """A random model is for tests, rehearsals and small students: a billion-parameter one is
+    a typo that would fail hours later, out of memory."""
+    if model["init"] != "random":
+        return
+    arch = model["architecture"]
+    hidden, layers = arch["hidden_size"], arch["num_hidden_layers"]
+    estimate = layers * (4 * hidden * hidden + 2 * hidden * arch["intermediate_size"])
+    if estimate > MAX_RANDOM_PARAMETERS:
+        raise ConfigError(f"config key {role}.architecture: {layers} blocks of {hidden} "
+                          f"(feed-forward {arch['intermediate_size']}) are about "
+                          f"{estimate / 1e9:.1f} billion parameters; random models are at most "
+                          f"{MAX_RANDOM_PARAMETERS / 1e9:.0f} billion")
 
 
 def _check_given_path(path: str | None) -> None:

@@ -38,6 +38,9 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 # The position limit of BERT-style encoders; the stages truncate further per model.
 MODEL_MAX_LENGTH = 512
 DEFAULT_BATCH_SIZE = 8192
+# Characters a token stands for, at most in ordinary text: WordPiece turns a longer word into
+# one [UNK] (BERT's max_input_chars_per_word); byte-level BPE and Unigram pieces are shorter.
+MAX_CHARS_PER_TOKEN = 100
 TITLES = ("pair", "space")
 # The Unigram trainer's score step for characters it adds back (min_score_penalty_delta).
 _ADDED_CHAR_STEP = 1e-4
@@ -201,10 +204,17 @@ def tokenize_file(
     prompt = spec.prompt("passage" if schema is schemas.CORPUS else "query") if spec else ""
     settings = {"max_length": max_length, "tokenizer_sha256": encoder.fingerprint,
                 "titles": titles, "prompt": prompt}
+    # Texts are cut to MAX_CHARS_PER_TOKEN characters a token before tokenizing, so that a
+    # 50 MB passage costs what its first tokens do: the truncated tokens change only for text
+    # whose first max_length tokens average more (long runs of blanks, words of 100+ letters).
+    bound = max_length * MAX_CHARS_PER_TOKEN
     rows = 0
     with parquet_writer(out_path, schemas.TOKENS, provenance("tokenize", settings)) as writer:
         for batch in iter_batches(input_path, schema, batch_size=batch_size):
             texts, titles_of = _batch_columns(input_path, batch, id_column)
+            texts = [text[:bound] for text in texts]
+            if titles_of is not None:
+                titles_of = [title[:bound] for title in titles_of]
             if titles == "space" and titles_of is not None:
                 texts = [f"{t} {x}" if t else x for t, x in zip(titles_of, texts, strict=True)]
                 titles_of = None
@@ -372,5 +382,5 @@ def train_tokenizer(
         sep_token="[SEP]",
         mask_token="[MASK]",
     )
-    with atomic_path(out_dir, directory=True) as tmp:
+    with atomic_path(out_dir, directory=True, made_by="train-tokenizer") as tmp:
         wrapped.save_pretrained(tmp)

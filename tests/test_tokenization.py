@@ -243,6 +243,45 @@ def test_command_line(data, tmp_path, capsys):
     assert "tokenizer.type" in capsys.readouterr().err
 
 
+
+@pytest.mark.parametrize("titles", ["pair", "space"])
+def test_the_models_prompts_go_before_queries_and_passages(data, tmp_path, titles):
+    """A model with prompts (lead.json) gets them before every text, as sentence-transformers'
+    encode_query / encode_document put them before the whole input: before the title of a
+    (title, text) pair, before `title text`; the tokens file records the prompt."""
+    import shutil
+
+    from lead.modeling.spec import EncoderSpec
+
+    model = shutil.copytree(data["tokenizers"]["wordpiece"], tmp_path / "model")
+    EncoderSpec(query_prompt="query: ", passage_prompt="passage: ", titles=titles).write(model)
+    tokenizer = _auto(model)
+    queries, corpus = tmp_path / "queries.parquet", tmp_path / "corpus.parquet"
+    tokenize_file(model, data["queries"], queries, max_length=MAX_LENGTH)
+    tokenize_file(model, data["corpus"], corpus, max_length=MAX_LENGTH)
+    texts = pq.read_table(data["queries"]).column("text").to_pylist()
+    assert pq.read_table(queries).column("input_ids").to_pylist() == [
+        tokenizer("query: " + text, truncation=True, max_length=MAX_LENGTH)["input_ids"]
+        for text in texts]
+    for row, ids in zip(_corpus_rows(), pq.read_table(corpus).column("input_ids").to_pylist(),
+                        strict=True):
+        if row["doc_id"] == "long-title":
+            continue  # a title with no room for text (test_corpus_tokens_match_...)
+        if row["title"] and titles == "pair":
+            expected = tokenizer("passage: " + row["title"], row["text"],
+                                 truncation="only_second", max_length=MAX_LENGTH)
+        else:
+            text = f"{row['title']} {row['text']}" if row["title"] else row["text"]
+            expected = tokenizer("passage: " + text, truncation=True, max_length=MAX_LENGTH)
+        assert ids == expected["input_ids"], row["doc_id"]
+    assert read_provenance(queries)["settings"]["prompt"] == "query: "
+    assert read_provenance(corpus)["settings"]["prompt"] == "passage: "
+    assert read_provenance(corpus)["settings"]["titles"] == titles
+    plain = tmp_path / "plain.parquet"
+    tokenize_file(data["tokenizers"]["wordpiece"], data["queries"], plain, max_length=MAX_LENGTH)
+    assert read_provenance(plain)["settings"]["prompt"] == ""
+    assert read_provenance(plain)["config_hash"] != read_provenance(queries)["config_hash"]
+
 # Hostile input: each refusal is one line naming the culprit, and changes no file (hostile.py).
 
 

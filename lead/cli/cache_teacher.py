@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lead.cli import whole
 from lead.cli.encode import shard_arguments
 
 HELP = "cache a frozen dual-encoder teacher's per-layer vectors of the training texts"
+OUTPUTS = {"out": "file"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,8 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokens", required=True, type=Path, help="tokens parquet")
     parser.add_argument("--role", required=True, choices=["query", "passage"])
     parser.add_argument("--out", required=True, type=Path, help="layer cache parquet to write")
-    parser.add_argument("--shard", type=int, help="encode only this shard (0-based) of the rows")
-    parser.add_argument("--num-shards", type=int, help="number of shards")
+    parser.add_argument("--shard", type=whole(0),
+                        help="encode only this shard (0-based) of the rows")
+    parser.add_argument("--num-shards", type=whole(1), help="number of shards")
     parser.add_argument("--settings", help="JSON {teacher_cache: ..., encode: ...} sections")
 
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lead.cli import whole
+
 HELP = "paired t-test and randomisation test of system A against system B"
+OUTPUTS = {"out": "file"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,8 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--measure", required=True, help="measure name as in the files")
     parser.add_argument("--out", required=True, type=Path, help="one-row result parquet")
-    parser.add_argument("--permutations", type=int, default=10_000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--permutations", type=whole(1), default=10_000)
+    parser.add_argument("--seed", type=whole(0), default=0)
 
 
 def run(args: argparse.Namespace) -> None:

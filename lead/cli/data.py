@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 HELP = "build corpus, queries and qrels parquet from the configured source"
+OUTPUTS = {"out": "folder"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from lead.cli.warmup import settings_of, training_arguments
 
 HELP = "train a student with a teacher: none | response | lead"
+OUTPUTS = {"out": "folder", "log": "file", "checkpoint_dir": "folder"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

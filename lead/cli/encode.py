@@ -6,7 +6,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lead.cli import whole
+
 HELP = "embed tokenized queries or passages with a dual encoder"
+OUTPUTS = {"out": "file"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,10 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--role", required=True, choices=["query", "passage"])
     parser.add_argument("--out", required=True, type=Path, help="embeddings parquet to write")
     parser.add_argument(
-        "--shard", type=int, help="encode only this shard (0-based) of the rows; default: all"
+        "--shard", type=whole(0), help="encode only this shard (0-based) of the rows; default: all"
     )
     parser.add_argument(
-        "--num-shards", type=int, help="number of shards (default: the settings' `shards`)"
+        "--num-shards", type=whole(1), help="number of shards (default: the settings' `shards`)"
     )
     parser.add_argument("--settings", help="the config's `encode` section as JSON")
 

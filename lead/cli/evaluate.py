@@ -7,7 +7,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lead.cli import whole
+
 HELP = "score a run against qrels (trec_eval -M/-c/-l semantics)"
+OUTPUTS = {"out": "folder"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="directory for summary.parquet, per_query.parquet and summary.md",
     )
     parser.add_argument(
-        "--relevance-level", type=int, default=1,
+        "--relevance-level", type=whole(1), default=1,
         help="minimum grade that binary measures count as relevant, unless a measure "
         "gives rel= (TREC DL: 2)",
     )
@@ -35,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: lead.evaluation.measures.DEFAULT_MEASURES, RR@10 nDCG@10 R@50/100/1000 AP@1000)",
     )
     chosen.add_argument(
-        "--depth", type=int, metavar="N",
+        "--depth", type=whole(1), metavar="N",
         help="the measures that suit a run N deep: RR@10 nDCG@10 R@100 R@N AP@N",
     )
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lead.cli import whole
+
 HELP = "score any model on any collection, from raw text (zero-shot evaluation)"
+OUTPUTS = {"out": "folder"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,13 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     chosen = parser.add_mutually_exclusive_group()
     chosen.add_argument("--measures", nargs="+", metavar="MEASURE",
                         help="ir_measures names (default: those that suit --depth)")
-    parser.add_argument("--depth", type=int, default=1000, help="passages retrieved per query")
-    parser.add_argument("--relevance-level", type=int, default=1,
+    parser.add_argument("--depth", type=whole(1), default=1000, help="passages retrieved per query")
+    parser.add_argument("--relevance-level", type=whole(1), default=1,
                         help="minimum grade that binary measures count as relevant")
-    parser.add_argument("--batch-size", type=int, default=128, help="encoding batch size")
-    parser.add_argument("--query-max-length", type=int,
+    parser.add_argument("--batch-size", type=whole(1), default=128, help="encoding batch size")
+    parser.add_argument("--query-max-length", type=whole(2),
                         help="query tokens, at most (a model folder's own when not given)")
-    parser.add_argument("--passage-max-length", type=int,
+    parser.add_argument("--passage-max-length", type=whole(2),
                         help="passage tokens, at most (a model folder's own when not given)")
     scoring = parser.add_argument_group(
         "how the model scores (default: as its own library scores it: a lead or "
@@ -46,8 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from lead.evaluation.evaluate_model import collection_settings, evaluate_model
-    from lead.evaluation.measures import default_measures
+    from lead.evaluation.measures import default_measures, parse_measures
 
+    measures = args.measures or default_measures(args.depth)
+    parse_measures(measures, args.relevance_level)  # before the collection is encoded
     dataset = collection_settings(args.collection, args.corpus, args.queries, args.qrels,
                                   args.split)
     scoring = {key: getattr(args, key) for key in (
@@ -55,7 +60,7 @@ def run(args: argparse.Namespace) -> None:
         "passage_prompt")}
     out = evaluate_model(
         args.model, dataset, args.out, split=args.split,
-        measures=args.measures or default_measures(args.depth),
+        measures=measures,
         relevance_level=args.relevance_level, encode={"batch_size": args.batch_size},
         search={"depth": args.depth}, scoring=scoring,
         arguments={key: value for key, value in vars(args).items() if key != "debug"},

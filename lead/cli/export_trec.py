@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 HELP = "write a run as `qid Q0 docid rank score tag` lines"
+OUTPUTS = {"out": "file"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,7 +6,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lead.cli import whole
+
 HELP = "materialise a teacher/student initialisation as a model directory"
+OUTPUTS = {"out": "folder"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="model directory to write")
     parser.add_argument("--tokenizer", type=Path,
                         help="tokenizer directory replacing the model's own")
-    parser.add_argument("--seed", type=int, default=888, help="seed of every random weight")
+    parser.add_argument("--seed", type=whole(0), default=888, help="seed of every random weight")
 
 
 def run(args: argparse.Namespace) -> None:

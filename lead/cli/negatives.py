@@ -7,14 +7,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lead.cli import whole
+
 HELP = "build training groups with hard negatives (bm25, given triples or a dense run)"
+OUTPUTS = {"out": "file"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--settings", help="the config's `negatives` section as JSON")
     parser.add_argument("--corpus", type=Path,
                         help="corpus parquet (bm25; given: the negatives are checked against it)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=whole(1), default=None,
                         help="BM25 retrieval threads (default: every available core)")
     parser.add_argument("--queries", type=Path, help="training queries parquet (bm25)")
     parser.add_argument("--qrels", required=True, type=Path, help="training qrels parquet")
@@ -31,10 +34,8 @@ def run(args: argparse.Namespace) -> None:
     from lead.config import parse_settings, resolve
     from lead.data import negatives
     from lead.errors import ConfigError
-    from lead.io import check_output
 
     settings = resolve("negatives", parse_settings(args.settings))
-    check_output(args.out, directory=False)  # before the retrieval, not after it
     source, depth = settings["source"], settings["depth"]
     common = {"depth": depth, "strict": args.strict}
     if source == "bm25":

@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lead.cli import whole
+
 HELP = "generate an MS MARCO-shaped rehearsal collection, or serve a folder over HTTP"
+OUTPUTS = {"out": "folder"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--passages", default="full",
         help="passages: 'full' (8,841,823, MS MARCO's counts) or a whole number >= 1000, every "
              "count scaled by it (default: full)")
-    generate.add_argument("--seed", type=int, default=None,
+    generate.add_argument("--seed", type=whole(0), default=None,
                           help="random seed (default: the generator's, 888)")
     serve = actions.add_parser(
         "serve", help="serve a folder over HTTP (GET, HEAD, Range) until killed",
@@ -35,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     "with the URL; Ctrl-C or a kill stops it.")
     serve.add_argument("folder", type=Path, help="the folder to serve")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    serve.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    serve.add_argument("--port", type=whole(0), default=0, help="port (default: a free one)")
 
 
 def run(args: argparse.Namespace) -> None:

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 HELP = "metrics tables, LEAD's significance tests and training plots"
+OUTPUTS = {"out": "file", "tables": "file", "plots": "folder"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 HELP = "retrieve the top `depth` passages per query (faiss flat, HNSW or IVF-PQ)"
+OUTPUTS = {"out": "file", "trec": "file"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,13 +26,14 @@ def run(args: argparse.Namespace) -> None:
     from lead.config import parse_settings, resolve
     from lead.evaluation.runs import export_trec
     from lead.evaluation.trec import check_tag
-    from lead.io import check_output
+    from lead.io import atomic_path
     from lead.retrieval.search import search
 
     settings = resolve("search", parse_settings(args.settings))
-    if args.trec:  # both outputs or neither: what would refuse the second is checked first
-        check_tag(args.tag)
-        check_output(args.trec, directory=False)
-    search(args.queries, args.corpus, args.out, settings)
     if args.trec:
-        export_trec(args.out, args.trec, args.tag)
+        check_tag(args.tag)
+    # Both outputs or neither: the run is renamed into place last, once its TREC copy is.
+    with atomic_path(args.out, directory=False) as run:
+        search(args.queries, args.corpus, run, settings)
+        if args.trec:
+            export_trec(run, args.trec, args.tag)

@@ -7,15 +7,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lead.cli import whole
+
 HELP = "tokenize a corpus or queries parquet with one model's tokenizer"
+OUTPUTS = {"out": "file"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokenizer", required=True, type=Path, help="tokenizer directory")
     parser.add_argument("--input", required=True, type=Path, help="corpus or queries parquet")
     parser.add_argument("--out", required=True, type=Path, help="TOKENS parquet to write")
-    parser.add_argument("--max-length", required=True, type=int, help="tokens per row, at most")
-    parser.add_argument("--batch-size", type=int, help="rows per batch and row group")
+    parser.add_argument("--max-length", required=True, type=whole(2),
+                        help="tokens per row, at most")
+    parser.add_argument("--batch-size", type=whole(1), help="rows per batch and row group")
     parser.add_argument("--titles", choices=["pair", "space"],
                         help="a titled passage as the pair (title, text) or the text 'title "
                         "text' (default: the model directory's own, else pair)")

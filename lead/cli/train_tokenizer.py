@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 HELP = "train a BPE / WordPiece / Unigram tokenizer on the corpus"
+OUTPUTS = {"out": "folder"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,6 +8,7 @@ import argparse
 from pathlib import Path
 
 HELP = "contrastive training of one model (teacher warm-up, student pre-training)"
+OUTPUTS = {"out": "folder", "log": "file", "checkpoint_dir": "folder"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -19,8 +19,8 @@ What `generate(out, passages, seed)` writes into `out` (a folder it creates whol
 - `MD5SUMS` (md5sum's format) of every file, `checksums.yaml` (a config layer
   `dataset.msmarco.checksums` with the MD5 of the six downloadable files) and the manifest
   `rehearsal.json` (seed, scale, every count, length statistics, the generator's version).
-  An existing `out` is replaced only if it is empty or a folder this function made (it holds
-  the manifest and nothing else of anyone's).
+  An existing `out` is replaced only if it is empty or a folder this command made (the output
+  rule, lead.io.claim_output).
 
 Counts. `passages="full"` gives the real counts: 8,841,823 passages; 808,731 training
 queries, of which 502,939 are judged by 532,761 lines of qrels.train (some queries have 2-4
@@ -95,7 +95,7 @@ from typing import IO, Any
 import numpy as np
 
 from lead.errors import ConfigError, DataError
-from lead.io import atomic_path, check_output
+from lead.io import atomic_path, claim_output
 
 log = logging.getLogger("lead.rehearsal")
 
@@ -933,23 +933,6 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _check_out(out: Path) -> None:
-    """Refuse an `out` that is not new, empty or a folder this command made (nothing made)."""
-    check_output(out, directory=True)
-    if not out.exists():
-        return
-    names = sorted(p.name for p in out.iterdir())
-    if not names:
-        return
-    if MANIFEST not in names:
-        raise ConfigError(f"--out {out} is a folder that holds files and no {MANIFEST}: not a "
-                          "rehearsal this command made; give a new or empty folder")
-    foreign = [name for name in names if name not in OUTPUTS]
-    if foreign:
-        raise ConfigError(f"--out {out} holds files the rehearsal does not write "
-                          f"({', '.join(foreign)}); give a folder of its own")
-
-
 def generate(out: str | Path, passages: int | str = "full", seed: int = DEFAULT_SEED
              ) -> dict[str, Any]:
     """Write an MS MARCO-shaped collection into `out` (see the module doc); returns the
@@ -957,13 +940,12 @@ def generate(out: str | Path, passages: int | str = "full", seed: int = DEFAULT_
     count = parse_passages(passages)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ConfigError(f"--seed {seed!r} is not a whole number >= 0")
-    out = Path(out)
-    _check_out(out)
+    out = claim_output(out, "rehearsal", folder=True)
     scale = scale_for(count)
     started = time.monotonic()
     log.info("generating %s passages (seed %d) into %s", f"{count:,}", seed, out)
     vocab = Vocabulary.load()
-    with atomic_path(out, directory=True) as tmp:
+    with atomic_path(out, directory=True, made_by="rehearsal") as tmp:
         tmp.mkdir()
         staging = tmp / ".staging"
         staging.mkdir()

@@ -20,13 +20,12 @@ from lead.config import resolve
 from lead.data import embedded, local, msmarco
 from lead.data.checks import Checks
 from lead.errors import ConfigError
-from lead.io import atomic_path, check_output
+from lead.io import atomic_path, claim_output
 from lead.io import cache_dir as lead_cache_dir
 from lead.paths import check_name
 
 log = logging.getLogger(__name__)
 
-OUTPUTS = {"corpus.parquet", "queries", "qrels"}
 
 
 DOWNLOADED = ("msmarco-passage", "msmarco-document")
@@ -58,10 +57,10 @@ def build_dataset(
     out_dir = Path(out_dir)
     cache_dir = Path(cache_dir) if cache_dir is not None else lead_cache_dir()
     _check_split_names(settings)
-    _check_replaceable(out_dir)
+    claim_output(out_dir, "data", folder=True)
     checks = Checks(settings["strict"])
     source = settings["source"]
-    with atomic_path(out_dir, directory=True) as tmp:
+    with atomic_path(out_dir, directory=True, made_by="data") as tmp:
         tmp.mkdir()
         if source == "embedded":
             embedded.build(settings, tmp)
@@ -89,19 +88,6 @@ def _check_split_names(settings: Mapping[str, Any]) -> None:
     for key, names in named.items():
         for name in names:
             check_name(name, f"config key dataset.{key}")
-
-
-def _check_replaceable(out_dir: Path) -> None:
-    """Refuse to replace a folder holding anything the data stage did not write."""
-    check_output(out_dir, directory=True)
-    if not out_dir.exists():
-        return
-    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in OUTPUTS)
-    if foreign:
-        raise ConfigError(
-            f"--out {out_dir} holds files the data stage does not write ({', '.join(foreign)}); "
-            "give it a folder of its own"
-        )
 
 
 def _check_eval_splits(out_dir: Path, settings: Mapping[str, Any]) -> None:

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from lead import schemas
 from lead.data.checks import Checks
 from lead.data.corpus import known_ids
+from lead.data.text import codepoints, lookalike
 from lead.errors import ConfigError, DataError
 from lead.io import write_table
 from lead.paths import check_name, child
@@ -82,14 +83,16 @@ def clean(split: Split, known_documents: pa.Array, corpus_source: Path, checks: 
         pc.invert(pc.is_in(split.qrels["query_id"], value_set=split.queries["query_id"])),
         checks,
         "drop judgments of unknown queries",
-        lambda row: f"query {row['query_id']!r} is not in {split.queries_path}",
+        lambda row: _unknown("query", row["query_id"], split.queries["query_id"],
+                             str(split.queries_path)),
     )
     split = _drop_judgments(
         split,
         pc.invert(pc.is_in(split.qrels["doc_id"], value_set=known_documents)),
         checks,
         "drop judgments of unknown documents",
-        lambda row: f"document {row['doc_id']!r} is not in the corpus ({corpus_source})",
+        lambda row: _unknown("document", row["doc_id"], known_documents,
+                             f"the corpus ({corpus_source})"),
     )
     if not split.qrels.num_rows:
         raise DataError(split.qrels_path, None, f"no usable judgments for split {split.name!r}")
@@ -99,6 +102,16 @@ def clean(split: Split, known_documents: pa.Array, corpus_source: Path, checks: 
         log.info("split %s: %d queries of %s have no judgment and are left out",
                  split.name, unjudged, split.queries_path)
     return judged
+
+
+def _unknown(what: str, value: str, known: pa.Array, where: str) -> str:
+    """Why a judgment's id is unknown, showing an id that only looks the same."""
+    message = f"{what} {value!r} is not in {where}"
+    twin = lookalike(value, known)
+    if twin is not None:
+        message += (f"; it has {twin!r}, the same text in another Unicode normalisation "
+                    f"({codepoints(value)} here, {codepoints(twin)} there): normalise both files")
+    return message
 
 
 def refuse_leakage(splits: Mapping[str, Split]) -> None:

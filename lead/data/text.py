@@ -23,7 +23,8 @@ BOM = b"\xef\xbb\xbf"
 BOM_CHAR = "\ufeff"
 # Whitespace (any Unicode space separator, tab, newline) and control characters: an id holding
 # one breaks the blank-separated TREC run format and every later lookup.
-_UNUSABLE_IN_ID = r"[\p{Z}\p{Cc}]"
+# Blanks, control and invisible format characters (a zero-width space prints as nothing).
+_UNUSABLE_IN_ID = r"[\p{Z}\p{Cc}\p{Cf}]"
 # Mojibake marker: a UTF-8 lead byte followed by a continuation byte, both read as latin-1
 # characters ("Ã©" for "é", "â\x80\x99" for "’"). Legitimate text almost never has one.
 _MOJIBAKE = "[\u00c2-\u00f4][\u0080-\u00bf]"
@@ -149,9 +150,27 @@ def check_ids(ids: pa.Array, lines: np.ndarray, path: str | Path, what: str) -> 
     line = int(lines[row])
     if empty[row].as_py():
         raise DataError(path, line, f"empty {what}")
-    raise DataError(path, line, f"{what} {ids[row].as_py()!r} contains whitespace or a control "
-                                "character: ids must be single words (TREC runs are "
-                                "blank-separated)")
+    value = ids[row].as_py()
+    raise DataError(path, line, f"{what} {value!r} contains whitespace, a control or an "
+                                f"invisible character ({codepoints(value)}): ids must be single "
+                                "visible words (TREC runs are blank-separated)")
+
+
+def codepoints(text: str, limit: int = 12) -> str:
+    """A text's characters as code points, to show what printing hides (U+0065 U+0301)."""
+    shown = " ".join(f"U+{ord(c):04X}" for c in text[:limit])
+    return shown + (" ..." if len(text) > limit else "")
+
+
+def lookalike(value: str, known: pa.Array) -> str | None:
+    """An id of `known` that differs from `value` only by Unicode normalisation (NFC), if any:
+    what makes an id look present while it is not."""
+    import unicodedata
+
+    wanted = unicodedata.normalize("NFC", value)
+    normalised = pc.utf8_normalize(known, "NFC")
+    found = pc.indices_nonzero(pc.equal(normalised, wanted))
+    return known[found[0].as_py()].as_py() if len(found) else None
 
 
 def check_texts(

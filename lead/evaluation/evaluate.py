@@ -29,6 +29,7 @@ Conventions every evaluation follows (see docs/artifacts.md):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
@@ -43,12 +44,11 @@ import pyarrow as pa
 from lead.errors import ConfigError, DataError
 from lead.evaluation.measures import DEFAULT_MEASURES, Measure, parse_measures
 from lead.evaluation.runs import Source, load_qrels, ranked, read_run
-from lead.io import atomic_path, check_output, provenance, write_table
+from lead.io import atomic_path, provenance, write_table
 from lead.schemas import METRICS, PER_QUERY_METRICS
 
 log = logging.getLogger(__name__)
 
-OUTPUTS = ("per_query.parquet", "summary.md", "summary.parquet")  # in the order written
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,18 @@ class Evaluation:
     summary: pd.DataFrame  # measure, value
     per_query: pd.DataFrame  # query_id, measure, value
     warnings: list[str]  # what the user should know about these numbers, in words
+    qrels_sha256: str = ""  # the judgments scored against (`qrels_fingerprint`)
+
+
+def qrels_fingerprint(qrels: pd.DataFrame) -> str:
+    """A hash of a set of judgments, whatever their order: per-query files scored against
+    different judgments must not be compared."""
+    rows = sorted(zip(qrels["query_id"].astype(str), qrels["doc_id"].astype(str),
+                      qrels["relevance"].astype(int), strict=True))
+    digest = hashlib.sha256()
+    for query_id, doc_id, grade in rows:
+        digest.update(f"{query_id}\t{doc_id}\t{grade}\n".encode())
+    return digest.hexdigest()
 
 
 def _check_level(relevance_level: int) -> int:
@@ -166,7 +178,8 @@ def _evaluate(
     run_table = read_run(run)
     ranking = ranked(run_table)
     qrels_label = "<qrels DataFrame>" if isinstance(qrels, pd.DataFrame) else str(qrels)
-    judged = _counted_qrels(load_qrels(qrels), level)
+    loaded = load_qrels(qrels)
+    judged = _counted_qrels(loaded, level)
     if not judged:
         raise DataError(
             qrels_label, None,
@@ -201,7 +214,7 @@ def _evaluate(
             "value": [math.fsum(values[m].values()) / len(query_ids) for m in parsed],
         }
     )
-    return Evaluation(summary, per_query, warnings)
+    return Evaluation(summary, per_query, warnings, qrels_fingerprint(loaded))
 
 
 def evaluate_run(
@@ -250,19 +263,40 @@ def write_evaluation(
     measures: Sequence[str] = DEFAULT_MEASURES,
     recorded: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
-    """Evaluate and write out_dir/{per_query.parquet, summary.md, summary.parquet}.
+    """The `evaluate` stage: out_dir/{per_query.parquet, summary.md, summary.parquet}, landing
+    as one set (the folder is built aside and renamed into place, an earlier evaluation of the
+    same folder replaced whole). Returns the summary."""
+    evaluation = _evaluate(run, qrels, relevance_level, measures)
+    with atomic_path(out_dir, directory=True, made_by="evaluate") as tmp:
+        tmp.mkdir()
+        _write_files(tmp, evaluation, run, qrels, relevance_level, measures, recorded)
+    return evaluation.summary
+
+
+def evaluation_files(
+    folder: str | Path,
+    run: Source,
+    qrels: Source,
+    *,
+    relevance_level: int = 1,
+    measures: Sequence[str] = DEFAULT_MEASURES,
+    recorded: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
+    """The evaluation's three files, written into `folder`, a folder the caller builds aside
+    and renames into place itself (evaluate-model's). Returns the summary.
 
     The provenance names the run and qrels files, or what `recorded` says they are (a caller
-    that scores temporary files names their lasting counterparts).
-
-    Each file lands atomically; summary.parquet is written last, so its presence means the
-    other two are complete; all three places are checked first, so that none is written
-    unless all can be. Returns the summary.
+    that scores temporary files names their lasting counterparts), the qrels' fingerprint and
+    the relevance level, which `compare` checks.
     """
-    out_dir = check_output(out_dir, directory=True)
-    for name in OUTPUTS:
-        check_output(out_dir / name, directory=False)
     evaluation = _evaluate(run, qrels, relevance_level, measures)
+    _write_files(Path(folder), evaluation, run, qrels, relevance_level, measures, recorded)
+    return evaluation.summary
+
+
+def _write_files(folder: Path, evaluation: Evaluation, run: Source, qrels: Source,
+                 relevance_level: int, measures: Sequence[str],
+                 recorded: Mapping[str, str] | None) -> None:
     num_queries = evaluation.per_query["query_id"].nunique()
     prov = provenance(
         "evaluate",
@@ -270,13 +304,13 @@ def write_evaluation(
         **{"run": str(run) if not isinstance(run, pd.DataFrame) else None,
            "qrels": str(qrels) if not isinstance(qrels, pd.DataFrame) else None,
            **(recorded or {})},
+        qrels_sha256=evaluation.qrels_sha256,
         num_queries=num_queries,
         scorer=_scorer_version(),
     )
     per_query_table = pa.Table.from_pydict(evaluation.per_query.to_dict("list"), PER_QUERY_METRICS)
-    write_table(per_query_table, out_dir / "per_query.parquet", prov)
-    with atomic_path(out_dir / "summary.md", directory=False) as tmp:
-        tmp.write_text(_summary_markdown(evaluation, num_queries, relevance_level))
+    write_table(per_query_table, folder / "per_query.parquet", prov)
+    (folder / "summary.md").write_text(
+        _summary_markdown(evaluation, num_queries, relevance_level), encoding="utf-8")
     summary_table = pa.Table.from_pydict(evaluation.summary.to_dict("list"), METRICS)
-    write_table(summary_table, out_dir / "summary.parquet", prov)
-    return evaluation.summary
+    write_table(summary_table, folder / "summary.parquet", prov)

@@ -3,7 +3,8 @@
 The model is a lead model directory, a sentence-transformers or Hugging Face folder, a
 packaged checkpoint (`package:minilm`) or a hub id from the local Hugging Face cache; anything
 but a lead directory is first materialised the way `init-model` does, so it is scored the way
-it was trained (its pooling and similarity inherited). The collection is a BEIR directory or a
+its own library scores it (pooling, similarity, dense layers and prompts inherited; lengths
+and titled passages as sentence-transformers reads them). The collection is a BEIR directory or a
 corpus, queries and qrels file. Then, exactly as the workflow's rules do: data, tokenize,
 encode, search, evaluate. The output folder gets run.parquet, run.trec (tagged with the
 model's name), summary.parquet, per_query.parquet and summary.md, and what says what they
@@ -21,6 +22,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from lead.config import resolve
 from lead.errors import ConfigError
@@ -72,7 +74,7 @@ def evaluate_model(
     (arguments.json), so that it says what was scored and how.
     """
     from lead.data.sources import build_dataset
-    from lead.evaluation.evaluate import write_evaluation
+    from lead.evaluation.evaluate import evaluation_files
     from lead.evaluation.runs import export_trec
     from lead.modeling.init import init_model
     from lead.modeling.spec import LEAD_CONFIG, EncoderSpec
@@ -86,13 +88,13 @@ def evaluate_model(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder")
-    with atomic_path(out) as tmp:
+    with atomic_path(out, directory=True, made_by="evaluate-model") as tmp:
         work = tmp / "work"
         work.mkdir(parents=True)
         model_dir = Path(model)
         if scoring or not (model_dir / LEAD_CONFIG).is_file():
             log.info("materialising %s as a lead model directory", model)
-            settings = {"init": model, **_trained_lengths(model), **scoring}
+            settings = {"init": model, **_library_settings(model), **scoring}
             model_dir = init_model(settings, work / "model")
         spec = EncoderSpec.read(model_dir)
         if spec.kind != "dual":
@@ -118,7 +120,7 @@ def evaluate_model(
         run_search(work / "queries.embeddings.parquet", [work / "corpus.embeddings.parquet"],
                    tmp / "run.parquet", search)
         export_trec(tmp / "run.parquet", tmp / "run.trec", run_tag(model))
-        write_evaluation(tmp, tmp / "run.parquet", work / "data" / "qrels" / f"{split}.parquet",
+        evaluation_files(tmp, tmp / "run.parquet", work / "data" / "qrels" / f"{split}.parquet",
                          relevance_level=relevance_level, measures=list(measures),
                          recorded={"run": str(out / "run.parquet"),
                                    "qrels": f"{_collection_name(dataset)} ({split})"})
@@ -144,14 +146,45 @@ def _write_json(path: Path, value: dict) -> None:
     path.write_text(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def _trained_lengths(model: str) -> dict[str, int]:
-    """A sentence-transformers folder's max_seq_length, for queries and passages alike, as
-    sentence-transformers itself would cut them."""
-    from lead.modeling.spec import source_dir
+def _library_settings(model: str) -> dict[str, Any]:
+    """What the model's own library does beyond its scoring (lead.modeling.spec.scoring_of):
+    the lengths it cuts queries and passages at and how it reads a titled passage.
+
+    A lead directory: its lead.json's lengths. Anything else is read as sentence-transformers
+    (6.x) reads it, a plain Hugging Face folder included (SentenceTransformer(folder)): titled
+    passages as `title text` (as BEIR and MTEB feed it), cut at its Transformer's
+    `max_seq_length` (sentence_bert_config.json, as older versions saved it), else at the
+    tokenizer's `model_max_length` (where newer versions save it, and what a plain folder has)
+    capped at the model's `max_position_embeddings`; a `query_length` or `document_length`
+    there replaces it for that side.
+    """
+    from lead.modeling.spec import LEAD_CONFIG, EncoderSpec, read_json, source_dir
 
     source = source_dir(model)
-    config = source / "sentence_bert_config.json" if source is not None else None
-    if config is None or not config.is_file():
+    if source is None:
         return {}
-    length = json.loads(config.read_text()).get("max_seq_length")
-    return {"query_max_length": length, "passage_max_length": length} if length else {}
+    if (source / LEAD_CONFIG).is_file():
+        spec = EncoderSpec.read(source)
+        return {"query_max_length": spec.query_max_length,
+                "passage_max_length": spec.passage_max_length}
+    config = read_json(source / "sentence_bert_config.json")
+    length = config.get("max_seq_length")
+    if not length:
+        length = _tokenizer_max_length(source)
+        positions = read_json(source / "config.json").get("max_position_embeddings")
+        if isinstance(positions, int) and positions != -1:
+            length = min(length, positions) if length else positions
+    lengths = {"query_max_length": config.get("query_length") or length,
+               "passage_max_length": config.get("document_length") or length}
+    return {"titles": "space", **{key: int(value) for key, value in lengths.items() if value}}
+
+
+def _tokenizer_max_length(source: Path) -> int | None:
+    """The tokenizer's model_max_length as transformers loads it (None when unknown)."""
+    from transformers import AutoTokenizer
+
+    try:
+        length = AutoTokenizer.from_pretrained(source).model_max_length
+    except Exception:  # no loadable tokenizer: init_model names the problem
+        return None
+    return int(length) if isinstance(length, int) and 0 < length < 1_000_000 else None

@@ -29,7 +29,15 @@ from lead.config import resolve
 from lead.errors import ConfigError, DataError
 from lead.evaluation.measures import measure_name
 from lead.evaluation.significance import compare, compare_seeds
-from lead.io import atomic_path, check_output, config_hash, read_table
+from lead.io import (
+    METRICS_TSV_HEADER,
+    REPORT_TITLE,
+    atomic_path,
+    check_output,
+    config_hash,
+    mark_output,
+    read_table,
+)
 from lead.methods import BASELINES, LEAD
 from lead.schemas import METRICS
 
@@ -434,7 +442,7 @@ def build_report(
     quality, table_rows = _metrics_tables(resolved, metrics, models, splits)
     across, verdicts = _across_seeds(resolved, metrics, models, splits)
     lines = [
-        "# LEAD distillation report",
+        REPORT_TITLE,
         "",
         "## Retrieval quality (%)",
         "",
@@ -464,8 +472,9 @@ def build_report(
     ]
     text = "\n".join(lines) + "\n"
     plots_dir.mkdir(parents=True, exist_ok=True)  # a declared output, even with no plots
+    mark_output(plots_dir, "report")
     if tables is not None:
-        rows = ["collection\tsplit\tmodel\tmeasure\tvalue (%)"]
+        rows = [METRICS_TSV_HEADER]
         rows += [f"{c}\t{s}\t{m}\t{name}\t{100 * v:.2f}" for c, s, m, name, v in table_rows]
         with atomic_path(tables) as tmp:
             tmp.write_text("\n".join(rows) + "\n", encoding="utf-8")

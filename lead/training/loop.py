@@ -30,7 +30,7 @@ from lead import distributed
 from lead.distributed import Processes, init_processes
 from lead.errors import LeadError
 from lead.evaluation.measures import measure_name
-from lead.io import atomic_path, config_hash
+from lead.io import OUTPUT_MARKER, atomic_path, config_hash, mark_output
 from lead.modeling.export import write_model_card
 from lead.training import checkpoint as ckpt
 from lead.training.data import EncoderInputs, Groups, ModelTokens, TrainingData
@@ -69,14 +69,16 @@ def _scratch(job: TrainingJob, procs: Processes) -> Iterator[Path]:
     scratch = job.scratch / f"rank-{procs.rank}"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
+    if made and procs.is_main:  # the next run of this command may resume from it
+        mark_output(job.checkpoint_dir, job.command, whole=False)
     try:
         yield scratch
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         with contextlib.suppress(OSError):  # other ranks' folders may still be there
             job.scratch.rmdir()
-            if made:
-                job.checkpoint_dir.rmdir()
+            if made and {p.name for p in job.checkpoint_dir.iterdir()} <= {OUTPUT_MARKER}:
+                shutil.rmtree(job.checkpoint_dir)
 
 
 def _train(job: TrainingJob, objective_type: type[Objective], procs: Processes,
@@ -205,7 +207,7 @@ def _train(job: TrainingJob, objective_type: type[Objective], procs: Processes,
 
     if procs.is_main:
         write_log([rows[s] for s in sorted(rows)], job.log, _log_settings(job))
-        with atomic_path(job.out) as tmp:
+        with atomic_path(job.out, directory=True, made_by=job.command) as tmp:
             shutil.copytree(ckpt.best_model_dir(job.checkpoint_dir, progress.best_step), tmp)
             facts = {**job.card, "selected at step": f"{progress.best_step} of {steps}",
                      f"dev {opt['select_metric']}": progress.best_value,

@@ -14,7 +14,7 @@ from repo import REPO
 
 from lead.__main__ import main
 from lead.data.sources import build_dataset
-from lead.errors import ConfigError
+from lead.errors import ConfigError, LeadError
 
 
 def test_output_folder_is_replaced_whole_and_guarded(tmp_path):
@@ -25,7 +25,7 @@ def test_output_folder_is_replaced_whole_and_guarded(tmp_path):
     build_dataset(write_local(tmp_path, CORPUS, QUERIES, QRELS), out)
     assert not stale.exists() and splits_of(out) == ["dev", "train"]
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(ConfigError, match=r"notes\.txt"):
+    with pytest.raises(LeadError, match=r"notes\.txt"):
         build_dataset(write_local(tmp_path, CORPUS, QUERIES, QRELS), out)
     assert (out / "notes.txt").exists()
 

@@ -16,7 +16,7 @@ from lead.errors import ConfigError, DataError
 from lead.evaluation.evaluate import evaluate_run, write_evaluation
 from lead.evaluation.measures import measure_name
 from lead.evaluation.runs import export_trec, rank_run
-from lead.io import read_provenance, read_table
+from lead.io import OUTPUT_MARKER, read_provenance, read_table
 from lead.schemas import METRICS, PER_QUERY_METRICS, QRELS, RUN
 
 
@@ -181,7 +181,8 @@ def test_cli_round_trip_writes_the_three_files(tmp_path, capsys):
     assert "| RR(rel=2)@10 | 0.2500 |" in markdown and "2 judged queries" in markdown
     assert read_provenance(out / "summary.parquet")["settings"]["relevance_level"] == 2
     assert capsys.readouterr().out == markdown  # the summary table, printed
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporaries left
+    # no temporaries left; the marker says which command made the folder (lead.io)
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [OUTPUT_MARKER]
     assert main([*argv[:6], str(tmp_path / "again"), *argv[7:]]) == 0
     for name in ("summary.parquet", "per_query.parquet", "summary.md"):  # deterministic bytes
         assert (out / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
@@ -217,7 +218,8 @@ def test_bad_qrels_and_settings_are_rejected(tmp_path, capsys):
     with pytest.raises(ConfigError, match="relevance level"):
         evaluate_run(run, make_qrels({"q": {"a": 1}}), relevance_level=0)
     missing = tmp_path / "absent.parquet"
-    argv = ["evaluate", "--run", str(missing), "--qrels", str(missing), "--out", str(tmp_path)]
+    argv = ["evaluate", "--run", str(missing), "--qrels", str(missing), "--out",
+            str(tmp_path / "metrics")]
     assert main(argv) == 2
     assert "absent.parquet: file not found" in capsys.readouterr().err
 
@@ -390,8 +392,9 @@ def test_cli_evaluates_trec_files_at_the_defaults_of_a_depth(tmp_path, capsys):
     assert "| RR@10 | 0.7500 |" in printed and "R@20, AP@20 cut deeper than the run" in printed
     assert main([*argv, "--measures", "Success@1", "Judged@2"]) == 0
     assert "| Success@1 | 0.5000 |" in capsys.readouterr().out
-    with pytest.raises(SystemExit):  # one way to choose the measures at a time
-        main([*argv, "--depth", "20", "--measures", "RR@10"])
+    # One way to choose the measures at a time: refused in one line, before any work.
+    assert main([*argv, "--depth", "20", "--measures", "RR@10"]) == 2
+    assert "not allowed with argument" in capsys.readouterr().err
     assert main([*argv, "--measures", "ERR@10"]) == 2
     assert "measure 'ERR@10' is not supported" in capsys.readouterr().err
 
@@ -407,7 +410,7 @@ def test_evaluate_writes_none_of_its_files_unless_all_can_be(capsys, work, roots
     (out / existing).mkdir(parents=True)
     refused(capsys, roots, "evaluate", "--run", artifacts / "run.parquet", "--qrels",
             artifacts / "data" / "qrels" / "test.parquet", "--out", out,
-            expect=(str(out / existing), "is a folder"))
+            expect=(str(out), f"did not write ({existing})"))
 
 
 @pytest.mark.parametrize("form", ["trec", "parquet"])

@@ -333,3 +333,82 @@ def test_loading_a_broken_directory_names_what_is_missing(model_dirs, tmp_path):
     (tmp_path / "lead.json" / "lead.json").write_text('{"kind": "dual", "colour": 1}')
     with pytest.raises(ConfigError, match="not a valid lead model description"):
         load_encoder(tmp_path / "lead.json")
+
+
+DENSE = ({"in_features": 16, "out_features": 12, "bias": True, "activation": "Tanh"},
+         {"in_features": 12, "out_features": 8, "bias": False, "activation": "Identity"})
+
+
+def _dense_encoder(tokenizer, similarity: str = "cosine"):
+    """A 2-block, 16-wide BERT dual encoder with two dense layers (16 -> 12 Tanh, 12 -> 8)."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from lead.modeling.encoders import build_encoder
+    from lead.modeling.spec import EncoderSpec
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=120, hidden_size=16, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=32, initializer_range=0.3)
+    spec = EncoderSpec(pooling="mean", similarity=similarity, scale=20.0, dense=DENSE)
+    return build_encoder(spec, BertModel(config), AutoTokenizer.from_pretrained(tokenizer)).eval()
+
+
+def test_dense_layers_shape_the_final_vector_and_leave_the_layers_raw(tokenizer):
+    """As sentence-transformers' Dense modules: the pooled last block goes through each linear
+    layer and its activation, then is normalised (cosine); intermediate layers are the raw
+    pooled blocks, scored without the head that was trained on the last block only."""
+    encoder = _dense_encoder(tokenizer)
+    assert encoder.embedding_dim == 8 and encoder.hidden_size == 16
+    inputs = batch(encoder, TEXTS[:3])
+    with torch.no_grad():
+        reps = encoder.encode_passage(inputs, layers=[1, 2])
+        states = hidden_states(encoder.backbone, inputs)
+        mask = inputs["attention_mask"].unsqueeze(-1).float()
+        pooled = {i: (states[i] * mask).sum(1) / mask.sum(1) for i in (1, 2)}
+        first, second = encoder.head
+        by_hand = second.linear(torch.tanh(first.linear(pooled[2])))
+    assert second.linear.bias is None
+    torch.testing.assert_close(reps.final, torch.nn.functional.normalize(by_hand, dim=-1))
+    assert reps.final.shape == (3, 8)
+    for i in (1, 2):
+        torch.testing.assert_close(reps.layers[i], pooled[i])
+    with torch.no_grad():
+        layer = encoder.layer_similarity(reps.layers[2], reps.layers[2])
+    unit = torch.nn.functional.normalize(pooled[2], dim=-1)
+    torch.testing.assert_close(layer, 20.0 * unit @ unit.T)
+
+
+def test_dense_layers_are_saved_loaded_and_exported_to_sentence_transformers(tokenizer,
+                                                                             tmp_path):
+    """The head is saved in lead_head.safetensors and reloads to the same model; the export is
+    a sentence-transformers folder with one Dense module per layer, which gives the same
+    vectors."""
+    from safetensors.torch import load_file
+    from sentence_transformers import SentenceTransformer
+
+    encoder = _dense_encoder(tokenizer, similarity="dot")
+    encoder.save(tmp_path / "model")
+    head = load_file(tmp_path / "model" / "lead_head.safetensors")
+    assert {name: tuple(t.shape) for name, t in head.items()} == {
+        "0.linear.weight": (12, 16), "0.linear.bias": (12,), "1.linear.weight": (8, 12)}
+    reloaded = load_encoder(tmp_path / "model").eval()
+    assert reloaded.spec.dense == DENSE
+    inputs = batch(encoder, TEXTS)
+    with torch.no_grad():
+        ours = encoder.encode_query(inputs).final
+        torch.testing.assert_close(reloaded.encode_query(inputs).final, ours)
+    modules = json.loads((tmp_path / "model" / "modules.json").read_text())
+    assert [m["type"].rsplit(".", 1)[-1] for m in modules] == [
+        "Transformer", "Pooling", "Dense", "Dense"]  # dot product: no Normalize
+    theirs = SentenceTransformer(str(tmp_path / "model"), device="cpu")
+    torch.testing.assert_close(theirs.encode(TEXTS, convert_to_tensor=True), ours,
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_dense_layers_lead_cannot_apply_are_refused():
+    from lead.modeling.spec import EncoderSpec
+
+    with pytest.raises(ConfigError, match=r"dense activation 'Swish' is unknown"):
+        EncoderSpec(dense=({**DENSE[0], "activation": "Swish"},))
+    with pytest.raises(ConfigError, match="dense layers apply to dual encoders only"):
+        EncoderSpec(kind="colbert", dense=DENSE)

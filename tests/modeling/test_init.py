@@ -215,3 +215,108 @@ def test_a_colbert_projection_of_the_configured_size_comes_from_the_init(tokeniz
     # a projection of another size is not forced in: the head starts fresh
     other = load_encoder(init_model({**settings, "colbert_dim": 4}, tmp_path / "other"))
     assert other.head.weight.shape == (4, 16)
+
+
+def _dense_folder(tokenizer, root):
+    """A folder saved by sentence-transformers: a tiny BERT (16 wide), mean pooling and a Tanh
+    Dense module 16 -> 12 (its weights in 2_Dense/model.safetensors)."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules as st
+
+    backbone = init_model(RANDOM, root / "backbone", tokenizer_dir=tokenizer, seed=4)
+    transformer = st.Transformer(str(backbone))
+    modules = [transformer, st.Pooling(16, "mean"),
+               st.Dense(16, 12, activation_function=torch.nn.Tanh())]
+    SentenceTransformer(modules=modules, device="cpu", similarity_fn_name="dot").save(
+        str(root / "dense"))
+    return root / "dense"
+
+
+@pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin"])
+def test_a_dense_module_starts_from_the_folders_own_weights(tokenizer, tmp_path, weights):
+    """Each Dense module's weights become the model's head, from safetensors or from a
+    weights-only PyTorch file, as sentence-transformers reads either."""
+    folder = _dense_folder(tokenizer, tmp_path)
+    dense = load_file(folder / "2_Dense" / "model.safetensors")
+    if weights == "pytorch_model.bin":
+        (folder / "2_Dense" / "model.safetensors").unlink()
+        torch.save(dense, folder / "2_Dense" / "pytorch_model.bin")
+    model = load_encoder(init_model({"init": str(folder)}, tmp_path / "lead"))
+    assert model.spec.dense == ({"in_features": 16, "out_features": 12, "bias": True,
+                                 "activation": "Tanh"},)
+    assert model.embedding_dim == 12 and model.spec.similarity == "dot"
+    head = load_file(tmp_path / "lead" / "lead_head.safetensors")
+    assert set(head) == {"0.linear.weight", "0.linear.bias"}
+    for name in ("weight", "bias"):
+        torch.testing.assert_close(head[f"0.linear.{name}"], dense[f"linear.{name}"],
+                                   rtol=0, atol=0)
+
+
+class _Payload:
+    """What a malicious pickle holds: unpickling it would create `marker`."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.mkdir, (str(self.marker),)
+
+
+def test_a_pickle_that_is_no_state_dict_is_refused_and_never_run(capsys, tokenizer, tmp_path):
+    """A Dense module's pytorch_model.bin goes through torch's weights-only unpickler: an
+    arbitrary object is refused in one line naming the file, and its code never runs."""
+    import pickle
+
+    from hostile import refused, small_files
+
+    folder = _dense_folder(tokenizer, tmp_path)
+    (folder / "2_Dense" / "model.safetensors").unlink()
+    marker = tmp_path / "MARKER"
+    payload = pickle.dumps(_Payload(marker), protocol=2)
+    (folder / "2_Dense" / "pytorch_model.bin").write_bytes(payload)
+    collection = small_files(tmp_path / "collection")
+    refused(capsys, [tmp_path], "evaluate-model", "--model", folder,
+            "--corpus", collection["local"]["corpus"],
+            "--queries", collection["local"]["queries"]["test"],
+            "--qrels", collection["local"]["qrels"]["test"], "--out", tmp_path / "scored",
+            expect=(str(folder / "2_Dense" / "pytorch_model.bin"), "weights-only"))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(("umask", "file_mode", "folder_mode"),
+                         [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)])
+def test_a_model_directory_is_as_readable_as_the_umask_allows(tokenizer, tmp_path, umask,
+                                                              file_mode, folder_mode):
+    """Colleagues sharing a folder can read the weights under the usual umask 022, though
+    libraries write some files owner-only; a stricter umask is kept."""
+    import os
+    import stat
+
+    previous = os.umask(umask)
+    try:
+        out = init_model({**RANDOM, "kind": "colbert", "colbert_dim": 8}, tmp_path / "model",
+                         tokenizer_dir=tokenizer)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((out / "model.safetensors").stat().st_mode) == file_mode
+    for path in out.rglob("*"):
+        expected = folder_mode if path.is_dir() else file_mode
+        assert stat.S_IMODE(path.stat().st_mode) == expected, path.name
+    assert stat.S_IMODE(out.stat().st_mode) == folder_mode
+
+
+def test_a_random_model_takes_the_vocabulary_tokenizer_from_names(tokenizer, tmp_path):
+    """`tokenizer.from`: a model source whose tokenizer a random model uses, vocabulary size
+    included; it excludes a trained tokenizer."""
+    source = init_model(RANDOM, tmp_path / "source", tokenizer_dir=tokenizer)
+    settings = {**RANDOM, "tokenizer": {"from": str(source)}}
+    model = load_encoder(init_model(settings, tmp_path / "random"))
+    assert len(model.tokenizer) == model.backbone.config.vocab_size == 100
+    assert (tmp_path / "random" / "tokenizer.json").read_bytes() == (
+        source / "tokenizer.json").read_bytes()
+    with pytest.raises(ConfigError, match="`from` and `train` exclude each other"):
+        init_model(settings, tmp_path / "both", tokenizer_dir=tokenizer)
+    with pytest.raises(ConfigError, match=r"tokenizer\.from 'random'"):
+        init_model({**RANDOM, "tokenizer": {"from": "random"}}, tmp_path / "none")

@@ -439,7 +439,8 @@ def test_encode_refuses_a_shard_that_does_not_exist(capsys, work, roots, artifac
     refused(capsys, roots, "encode", "--model", artifacts / "model", "--tokens",
             artifacts / "tokens" / "test.parquet", "--role", "query", "--shard", shard,
             "--num-shards", shards, "--out", work / "e.parquet",
-            expect=(f"shard {shard} of {shards}",))
+            expect=("argument --num-shards" if shards < 1 else "argument --shard" if shard < 0
+                    else f"shard {shard} of {shards}",))
 
 
 @pytest.mark.parametrize("tokens", [[[2, 10**6, 3]], [[2, -1, 3]], [[]], [None]])

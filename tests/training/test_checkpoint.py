@@ -14,6 +14,7 @@ from repo import REPO
 from training_world import TIMING, distill_argv, read_checkpoint, read_log, read_weights
 
 from lead.__main__ import main
+from lead.io import mark_output
 from lead.training.checkpoint import CHECKPOINT_FILE
 
 
@@ -63,6 +64,7 @@ def test_a_corrupt_checkpoint_is_one_line_naming_it(capsys, work, roots, artifac
                                                     checkpoint):
     path = work / "checkpoints" / "checkpoint.pt"
     path.parent.mkdir()
+    mark_output(path.parent, stage, whole=False)  # the stage's own checkpoints, one damaged
     if checkpoint == "a folder":
         path.mkdir()
     elif checkpoint == "a zip of nothing":
