@@ -401,15 +401,19 @@ def extract(archive: str | Path, dest_dir: str | Path) -> Path:
     Members with absolute paths, `..` components, links leading outside `dest_dir`, or
     device files are refused (DataError naming the member); a truncated or corrupt archive
     raises DataError naming it. The archive is unpacked into a temporary sibling renamed
-    into place at the end, so an existing `dest_dir` is always a complete extraction and is
-    returned as it is.
+    into place at the end, so an existing `dest_dir` is always a complete extraction; it is
+    returned as it is when it was extracted from this very archive (its name, size and
+    modification time, recorded in EXTRACTED_FROM), and extracted again otherwise (an archive
+    downloaded anew must not be read through an older one's files).
     """
     archive, dest_dir = Path(archive), Path(dest_dir)
-    if dest_dir.exists():
+    stamp = _archive_stamp(archive)
+    if dest_dir.exists() and _read_stamp(dest_dir) == stamp:
         return dest_dir
     name = archive.name.lower()
     with atomic_path(dest_dir) as tmp:
         tmp.mkdir()
+        (tmp / EXTRACTED_FROM).write_text(json.dumps(stamp, sort_keys=True) + "\n")
         try:
             if name.endswith((".tar.gz", ".tgz", ".tar")):
                 _extract_tar(archive, tmp)
@@ -423,6 +427,21 @@ def extract(archive: str | Path, dest_dir: str | Path) -> Path:
         except _CORRUPT as err:
             raise DataError(archive, None, f"truncated or corrupt archive: {err}") from err
     return dest_dir
+
+
+EXTRACTED_FROM = ".extracted-from.json"
+
+
+def _archive_stamp(archive: Path) -> dict:
+    stat = archive.stat()
+    return {"archive": archive.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _read_stamp(dest_dir: Path) -> dict | None:
+    try:
+        return json.loads((dest_dir / EXTRACTED_FROM).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _unsafe_reason(name: str, link: str | None = None, hardlink: bool = False) -> str | None:

@@ -20,7 +20,7 @@ from lead.config import resolve
 from lead.data import embedded, local, msmarco
 from lead.data.checks import Checks
 from lead.errors import ConfigError
-from lead.io import atomic_path, claim_output
+from lead.io import atomic_path, claim_output, config_hash
 from lead.io import cache_dir as lead_cache_dir
 from lead.paths import check_name
 
@@ -37,6 +37,23 @@ def downloads(settings: Mapping[str, Any]) -> list[str]:
     settings = resolve("dataset", settings)
     return [path for _, path in msmarco.remotes(settings)] \
         if settings["source"] in DOWNLOADED else []
+
+
+def download_folder(settings: Mapping[str, Any]) -> str:
+    """Where the workflow keeps a source's downloads: resources/<source>, shared by every
+    config that reads the same files, or resources/<source>-<hash> for files served elsewhere
+    (another base URL or other checksums, e.g. a rehearsal): one server's files never stand in
+    for another's."""
+    settings = resolve("dataset", settings)
+    source = settings["source"]
+    if source not in DOWNLOADED:
+        return f"resources/{source}"
+    keys = ("base_url", "trec_url", "rocketqa_url", "checksums")
+    own = {key: settings["msmarco"][key] for key in keys}
+    default = resolve("dataset", {"source": source})["msmarco"]
+    if own == {key: default[key] for key in keys}:
+        return f"resources/{source}"
+    return f"resources/{source}-{config_hash(own)[:8]}"
 
 
 def download(settings: Mapping[str, Any], cache_dir: str | Path | None = None) -> list[Path]:

@@ -7,7 +7,7 @@
 
 for collection in PLAN.collections:
     suffix = "" if collection.name == lead_plan.MAIN else f"_{collection.name}"
-    cache = f"resources/{collection.dataset['source']}"
+    cache = lead_sources.download_folder(collection.dataset)
     downloads = [
         f"{cache}/{path}" for path in lead_sources.downloads(collection.dataset)
     ]
