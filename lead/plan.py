@@ -300,14 +300,14 @@ def _collection(name: str, root: str, dataset: Mapping[str, Any], training: bool
             raise ConfigError(f"config key {key}.eval_splits: {scored} would score the queries "
                               "the students train on or are selected on")
     splits = list(dataset["eval_splits"])
-    if training:
-        splits = ["train", "dev", *splits]
-    known = set(splits) | (available or set())
+    known = set(splits) | {"train", "dev"} | (available or set())
     unknown = sorted(set(dataset["relevance_level"]) - known)
     if unknown:
         raise ConfigError(f"config key {key}.relevance_level: {unknown} is no split of this "
                           f"collection ({sorted(known)}); a misspelt split would be scored at "
                           "level 1")
+    if training:
+        splits = ["train", "dev", *splits]
     else:
         dataset = _scored_splits_only(dataset)
     return Collection(name, root, dataset, tuple(dataset["eval_splits"]),
