@@ -14,13 +14,19 @@ from lead import config as lead_config
 min_version("9.0")
 
 
+# The description at the top of `snakemake --report report.html`.
+report: "workflow/report/workflow.rst"
+
+
 if not workflow.overwrite_configfiles:
 
     configfile: f"{workflow.basedir}/config/default.yaml"
 
 
 # A config file's `extends` (the files it is layered on) go underneath it.
-lead_config.bases_underneath(config, workflow.overwrite_configfiles)
+lead_config.bases_underneath(
+    config, workflow.overwrite_configfiles, workflow.config_settings.config
+)
 
 
 include: "workflow/rules/common.smk"

@@ -8,6 +8,7 @@ rule's name. User errors are one line (exit status 2); --debug shows tracebacks.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from pathlib import Path
 
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     inputs = input_paths(args, outputs)
     timer = logs.StageTimer(args.stage, inputs)
     try:
+        _distinct(args, outputs)
         for name, kind in outputs.items():
             claim_output(getattr(args, name), args.stage, folder=kind == "folder",
                          inputs=list(inputs.values()))
@@ -118,9 +120,34 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _distinct(args: argparse.Namespace, outputs: dict[str, str]) -> None:
+    """Refuse two outputs of one command at the same path, or one inside the other: each
+    would replace or delete the other (a model folder that is also the checkpoint folder is
+    removed with the checkpoints; a run and its TREC copy would be one file)."""
+    from lead.errors import DataError
+
+    paths = {name: Path(getattr(args, name)).resolve() for name in outputs}
+    for first, second in itertools.combinations(paths, 2):
+        a, b = paths[first], paths[second]
+        if a == b:
+            problem = f"{_flag(first)} and {_flag(second)} are the same path"
+        elif a.is_relative_to(b) or b.is_relative_to(a):
+            relation = "is inside" if a.is_relative_to(b) else "holds"
+            problem = f"{_flag(first)} {relation} {_flag(second)} ({getattr(args, second)})"
+        else:
+            continue
+        raise DataError(getattr(args, first), None,
+                        f"{problem}: give each output a path of its own")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def input_paths(args: argparse.Namespace, outputs: dict[str, str]) -> dict[str, Path]:
     """The paths a stage reads, named as in its start line: every path argument that is not
-    an output, each of a list (`name[i]`), and NAME=PATH values naming an existing path."""
+    an output, each of a list (`name[i]`), and text arguments (or NAME=PATH values) that name
+    an existing path with a `/` in it (a method name never counts, a model folder does)."""
     found: dict[str, Path] = {}
     for name, value in vars(args).items():
         if name in outputs or name in ("stage", "debug"):
@@ -130,7 +157,7 @@ def input_paths(args: argparse.Namespace, outputs: dict[str, str]) -> dict[str, 
             path = None
             if isinstance(item, Path):
                 path = item
-            elif isinstance(item, str) and not item.startswith(("{", "[")):
+            elif isinstance(item, str) and "/" in item and not item.startswith(("{", "[")):
                 candidate = Path(item.partition("=")[2] or item)
                 try:
                     path = candidate if candidate.exists() else None

@@ -143,6 +143,8 @@ def _read_file(path: str | Path) -> dict:
         loaded = load_yaml(Path(path).read_text()) or {}
     except OSError as err:
         raise ConfigError(f"{path}: cannot read config: {err}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: cannot read config: not UTF-8 text ({err})") from err
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: cannot read config: {one_line(err)}") from err
     if not isinstance(loaded, dict):
@@ -168,6 +170,7 @@ def layered(configfiles: list[Path], overrides: list[str]) -> tuple[dict, dict]:
         if not found or not key or "." in key:
             raise ConfigError(f"--config {item!r}: expected KEY=VALUE with a top-level KEY, as "
                               "snakemake --config takes them (nested values: a config file)")
+        _refuse_extends([key])
         try:
             raw[key] = load_yaml(value)
         except yaml.YAMLError as err:
@@ -198,10 +201,22 @@ def with_bases(configfiles: list[Path]) -> list[Path]:
     return ordered
 
 
-def bases_underneath(config: dict, configfiles: list[Path]) -> None:
-    """Merge, under a config Snakemake loaded from `configfiles` (and --config), the files
-    they extend that were not given: the same layering `layered` does. Every file is read
-    with lead's loader on the way, so a key given twice stops the run as check-config does."""
+def _refuse_extends(keys) -> None:
+    """`extends` layers files under the file that names it: a --config value has no file to
+    layer under, and would be ignored."""
+    if "extends" in keys:
+        raise ConfigError("--config extends=...: config key extends is read from config files "
+                          "only (a --config value would be ignored); name the files in a "
+                          "config file's extends, or give them with --configfile")
+
+
+def bases_underneath(config: dict, configfiles: list[Path],
+                     overrides: Mapping[str, Any] | None = None) -> None:
+    """Merge, under a config Snakemake loaded from `configfiles` (and --config `overrides`),
+    the files they extend that were not given: the same layering `layered` does. Every file
+    is read with lead's loader on the way, so a key given twice stops the run as check-config
+    does; `extends` given with --config is refused as check-config refuses it."""
+    _refuse_extends(overrides or {})
     given = {Path(path).resolve() for path in configfiles}
     bases = [path for path in with_bases(configfiles) if path not in given]  # reads every file
     if not bases:

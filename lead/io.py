@@ -154,6 +154,7 @@ def atomic_path(path: str | Path, *, directory: bool | None = None,
 # before any work (`claim_output`, called by lead.__main__ for every output a stage declares).
 
 OUTPUT_MARKER = ".lead-output"  # in a folder output: {"command": ...}, written last
+_HEAD = 4096  # bytes of a file output `made_by` reads
 # Where a parquet's provenance `source` names a command other than itself.
 _SOURCE_COMMANDS = {"train:contrastive": "warmup"}
 
@@ -177,7 +178,7 @@ def made_by(path: Path) -> str | None:
         return marker["command"] if marker is not None and not _foreign(path, marker) else None
     try:
         with path.open("rb") as handle:
-            head = handle.read(4096)
+            head = handle.read(_HEAD)
     except OSError:
         return None
     if head.startswith(b"PAR1"):
@@ -193,7 +194,10 @@ def made_by(path: Path) -> str | None:
         return "report"
     if lines and lines[0] == METRICS_TSV_HEADER:
         return "report"
-    if lines and all(len(line.split()) == 6 and line.split()[1] == "Q0" for line in lines[:-1]):
+    # Every whole line a run line (the last one read may be cut off in a longer file), and at
+    # least one: a one-line note is no TREC run.
+    complete = lines if len(head) < _HEAD else lines[:-1]
+    if complete and all(len(line.split()) == 6 and line.split()[1] == "Q0" for line in complete):
         return "trec-run"
     return None
 
@@ -208,8 +212,11 @@ def _marker(folder: Path) -> dict | None:
 
 
 def _foreign(folder: Path, marker: dict | None) -> list[str]:
-    """What a folder holds that its marker does not list (everything, without a marker)."""
-    present = sorted(p.name for p in folder.iterdir() if p.name != OUTPUT_MARKER)
+    """What a folder holds that its marker does not list (everything, without a marker).
+    Empty folders are nothing: Snakemake makes the folders of a job's output files before
+    the job runs."""
+    present = sorted(p.name for p in folder.iterdir()
+                     if p.name != OUTPUT_MARKER and not _only_folders(p))
     if marker is None:
         return present
     if "entries" not in marker:
@@ -222,6 +229,13 @@ REPORT_TITLE = "# LEAD distillation report"  # the first line of lead.evaluation
 METRICS_TSV_HEADER = "collection\tsplit\tmodel\tmeasure\tvalue (%)"  # and of its tables
 # Commands whose file outputs are TREC runs (`made_by` cannot tell which one wrote a run).
 TREC_WRITERS = {"search", "export-trec"}
+
+
+def _only_folders(path: Path) -> bool:
+    """Whether `path` is a folder with no file anywhere under it."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    return all(child.is_dir() and not child.is_symlink() for child in path.rglob("*"))
 
 
 def claim_output(path: str | Path, command: str, *, folder: bool,

@@ -4,6 +4,12 @@ Every stage logs a start line naming its inputs with their sizes and an end line
 duration and peak memory; long stages log their progress in between (rows/s, ETA). The
 libraries lead calls are quietened: transformers' and huggingface_hub's progress bars, faiss's
 instruction-set loader messages, bm25s' debug lines.
+
+A level set on a library's logger is not enough: bm25s sets its own logger to DEBUG when it is
+imported (`logger.setLevel(logging.DEBUG)` in bm25s/__init__.py), and lead imports it lazily,
+after `setup`, so the level set here was undone and its "Building index from IDs" reached the
+log. Each quietened logger therefore also gets a filter that drops its records below WARNING,
+which no later `setLevel` removes.
 """
 
 from __future__ import annotations
@@ -16,7 +22,17 @@ import time
 from pathlib import Path
 
 QUIET = ("faiss", "faiss.loader", "bm25s", "transformers", "huggingface_hub", "urllib3",
-         "matplotlib", "PIL", "filelock", "snakemake")
+         "matplotlib", "PIL", "filelock", "snakemake", "tensorboard")
+
+
+class _BelowWarning(logging.Filter):
+    """Drops records below WARNING, whatever level their logger has been set to since."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
+
+_QUIET_FILTER = _BelowWarning()
 
 
 def setup(debug: bool = False) -> None:
@@ -28,7 +44,12 @@ def setup(debug: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for name in QUIET:
-        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.DEBUG if debug else logging.WARNING)
+        if debug:  # --debug: everything, the libraries' lines too
+            logger.removeFilter(_QUIET_FILTER)
+        else:  # idempotent: a filter is added once
+            logger.addFilter(_QUIET_FILTER)
     if "transformers" in sys.modules:  # imported already: the variables above came too late
         from transformers.utils import logging as transformers_logging
 

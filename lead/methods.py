@@ -31,6 +31,13 @@ METHODS = {
                "+ KL(teacher || student) of the final scores over the batch's candidates"),
         Method("lead", ("student_ce", "response_kl", "layer"),
                "+ LEAD's re-weighted KL at k (teacher, student) layer pairs"),
+        # The recipes a user would otherwise run (sentence-transformers' distillation losses),
+        # over each query's own group: its positive and its hard negatives.
+        Method("marginmse", ("student_ce", "margin_mse"),
+               "+ MarginMSE: the MSE of the student's and the teacher's margins "
+               "s(q, pos) - s(q, neg), one per hard negative"),
+        Method("groupkl", ("student_ce", "group_kl"),
+               "+ KL(teacher || student) over each query's own positive and negatives"),
     )
 }
 DISTILLING = tuple(name for name, method in METHODS.items() if method.distils)
@@ -39,11 +46,15 @@ DISTILLING = tuple(name for name, method in METHODS.items() if method.distils)
 JOINT_TERMS = ("teacher_ce", "reverse_kl")
 # Every loss term, in the order of the training log's columns; each has a coefficient under
 # distillation.coefficients.
-TERMS = ("student_ce", "teacher_ce", "response_kl", "reverse_kl", "layer")
+TERMS = ("student_ce", "teacher_ce", "response_kl", "margin_mse", "group_kl", "reverse_kl",
+         "layer")
+# Terms over each query's own group (positive and hard negatives): they need at least one
+# negative per query (optimisation.negatives_per_query >= 1).
+GROUP_TERMS = ("margin_mse", "group_kl")
 
 # The report tests LEAD against each baseline present, and every variant against LEAD.
 LEAD = "lead"
-BASELINES = ("response", "none")
+BASELINES = ("response", "none", "marginmse", "groupkl")
 
 
 def terms_of(method: str, teacher_trainable: bool) -> tuple[str, ...]:

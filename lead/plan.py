@@ -154,6 +154,7 @@ def build(config: Mapping[str, Any], *, raw: Mapping[str, Any] | None = None) ->
     for role in ("teacher", "student"):
         _check_vocabulary(config[role], role)
         _check_random_size(config[role], role)
+        _check_lengths(config[role], role)
     if students and student_kind != "dual":
         raise ConfigError(f"config key student.kind: students are dual encoders, not "
                           f"{student_kind!r}")
@@ -422,6 +423,22 @@ def _check_random_size(model: Mapping[str, Any], role: str) -> None:
                           f"(feed-forward {arch['intermediate_size']}) are about "
                           f"{estimate / 1e9:.1f} billion parameters; random models are at most "
                           f"{MAX_RANDOM_PARAMETERS / 1e9:.0f} billion")
+
+
+def _check_lengths(model: Mapping[str, Any], role: str) -> None:
+    """Maximum lengths the model's position embeddings can take: a longer passage would be
+    tokenized, then fail to encode, hours later. A model that cannot be read now is noted by
+    `_check_training`."""
+    from lead.modeling.spec import model_positions
+
+    try:
+        limit = model_positions(model)
+    except ConfigError:
+        return
+    for key in ("query_max_length", "passage_max_length"):
+        if limit is not None and model[key] > limit:
+            raise ConfigError(f"config key {role}.{key}: {model[key]} tokens, but {model['init']} "
+                              f"takes at most {limit} (its position embeddings)")
 
 
 def _check_given_path(path: str | None) -> None:

@@ -11,6 +11,9 @@ import pyarrow as pa
 CORPUS = pa.schema([("doc_id", pa.string()), ("title", pa.string()), ("text", pa.string())])
 QUERIES = pa.schema([("query_id", pa.string()), ("text", pa.string())])
 QRELS = pa.schema([("query_id", pa.string()), ("doc_id", pa.string()), ("relevance", pa.int32())])
+# Relevance grades are at most this in absolute value: trec_eval allocates memory for every
+# grade up to the largest judged (8 bytes a level: a grade of 10^9 costs gigabytes).
+MAX_RELEVANCE = 65_535
 GROUPS = pa.schema(
     [
         ("query_id", pa.string()),

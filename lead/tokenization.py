@@ -32,7 +32,7 @@ from lead.io import (
     provenance,
     read_provenance,
 )
-from lead.modeling.spec import LEAD_CONFIG, EncoderSpec
+from lead.modeling.spec import LEAD_CONFIG, EncoderSpec, position_limit, read_json
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 # The position limit of BERT-style encoders; the stages truncate further per model.
@@ -196,6 +196,10 @@ def tokenize_file(
     """
     input_path = Path(input_path)
     schema, id_column = _input_kind(input_path)
+    limit = position_limit(read_json(Path(tokenizer_dir) / "config.json"))
+    if limit is not None and max_length > limit:
+        raise ConfigError(f"max_length {max_length}: {tokenizer_dir} takes at most {limit} "
+                          "tokens (its position embeddings); longer rows could not be encoded")
     encoder = batch_encoder(tokenizer_dir, max_length)
     spec = _model_spec(Path(tokenizer_dir))
     titles = titles or (spec.titles if spec else "pair")

@@ -69,6 +69,22 @@ def refused(capsys, roots: list[Path], *argv, expect: tuple[str, ...] = ()) -> s
     return line
 
 
+def failed(capsys, roots: list[Path], *argv, expect: tuple[str, ...] = ()) -> str:
+    """Run a stage that must fail on what no input could prevent (a full disk): one line
+    pointing at --debug, exit status 1, and no path under `roots` created, changed or removed
+    (no partial output beside an earlier one). Returns the line."""
+    before = tree(*roots)
+    status, err = run_stage(capsys, *argv)
+    lines = [line for line in err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith(f"lead {argv[0]}: error: ")]
+    assert status == 1 and "Traceback" not in err, f"exit status {status}:\n{err}"
+    assert len(errors) == 1 and lines[-1] == errors[0], f"not one error line:\n{err}"
+    for fragment in (*expect, "(rerun with --debug for the traceback)"):
+        assert fragment in errors[0], f"{fragment!r} not in {errors[0]!r}"
+    assert_unchanged(before, tree(*roots))
+    return errors[0]
+
+
 def assert_unchanged(before: dict[str, tuple], after: dict[str, tuple]) -> None:
     changed = {path: (before.get(path), after.get(path)) for path in before.keys() | after.keys()
                if before.get(path) != after.get(path)}

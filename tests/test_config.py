@@ -10,11 +10,22 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
-from hostile import HOSTILE_NAMES, NAME_KEYS, check_config, error_line, named, refused, run_stage
+from hostile import (
+    HOSTILE_NAMES,
+    NAME_KEYS,
+    check_config,
+    error_line,
+    named,
+    refused,
+    run_stage,
+    tiny,
+)
+from repo import REPO
 
 from lead.config import resolve, schema, validate
 from lead.errors import ConfigError
@@ -238,3 +249,132 @@ def test_settings_that_are_not_yaml_are_one_line(capsys, work, roots, artifacts,
     refused(capsys, roots, "encode", "--model", artifacts / "model", "--tokens",
             artifacts / "tokens" / "test.parquet", "--role", "query", "--settings", settings,
             "--out", work / "e.parquet", expect=("--settings is not valid JSON/YAML",))
+
+
+# Configs that validated, then failed hours later or ran something else than they say.
+
+INTEGERS_THAT_ARE_NOT = {
+    "encode.shards": ({"encode": {"shards": 2.0}}, "config key encode.shards: 2.0 is not of "
+                                                   "type 'integer'"),
+    "distillation.optimisation.seed": (
+        {"distillation": {"optimisation": {"seed": 888.0}}},
+        "config key distillation.optimisation.seed: 888.0 is not of type 'integer'"),
+    "distillation.seeds": ({"distillation": {"seeds": [2, 1.0]}},
+                           "config key distillation.seeds.1: 1.0 is not of type 'integer'"),
+    "dataset.seed": ({"dataset": {"seed": 7.0}},
+                     "config key dataset.seed: 7.0 is not of type 'integer'"),
+    "a boolean": ({"search": {"depth": True}},
+                  "config key search.depth: True is not of type 'integer'"),
+}
+
+
+@pytest.mark.parametrize("key", INTEGERS_THAT_ARE_NOT)
+def test_an_integer_key_refuses_a_float_even_a_whole_one(capsys, here, key):
+    """JSON Schema calls 2.0 an integer; range(), a shard count or torch's seed do not."""
+    changes, expect = INTEGERS_THAT_ARE_NOT[key]
+    status, err = check_config(capsys, tiny(**changes), here)
+    assert expect in error_line("check-config", status, err)
+    section = next(iter(changes))
+    if section in ("encode", "search"):
+        with pytest.raises(ConfigError, match=re.escape(expect)):
+            resolve(section, changes[section])
+
+
+SEEDS = {
+    "17 seeds": (list(range(17)), "config key distillation.seeds: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, "
+                                  "10, 11, 12, 13, 14, 15, 16] is too long"),
+    "a negative seed": ([1, -1], "config key distillation.seeds.1: -1 is less than the minimum "
+                                 "of 0"),
+    "a seed past 2^32": ([2**70], f"config key distillation.seeds.0: {2**70} is greater than "
+                                  "the maximum of 4294967295"),
+}
+
+
+@pytest.mark.parametrize("case", SEEDS)
+def test_seeds_are_at_most_16_and_each_one_numpy_and_torch_take(capsys, here, case):
+    """The report's exact sign-flip test enumerates 2^n sign patterns; numpy's seeds are
+    0..2^32-1."""
+    seeds, expect = SEEDS[case]
+    status, err = check_config(capsys, tiny(distillation={"seeds": seeds}), here)
+    assert expect in error_line("check-config", status, err)
+    status, err = check_config(capsys, tiny(distillation={"seeds": list(range(16))}), here)
+    assert status == 0, err
+
+
+TINY_TEXT = (REPO / "tests" / "configs" / "tiny.yaml").read_text()
+
+
+def _check_text(capsys, folder, text: str, *config: str, name: str = "config.yaml"):
+    path = folder / name
+    path.write_text(text)
+    return path, run_stage(capsys, "check-config", path, *(["--config", *config] if config
+                                                             else []))
+
+
+@pytest.mark.parametrize("text, key, line", [
+    (TINY_TEXT + "search: {depth: 5}\n", "search", TINY_TEXT.count("\n") + 1),
+    ("name: tiny\nname: other\n", "name", 2),
+    (TINY_TEXT.replace("      dev: tests/fixtures/tiny/qrels.dev.tsv\n",
+                       "      test: tests/fixtures/tiny/qrels.dev.tsv\n"), "test",
+     TINY_TEXT.splitlines().index("      dev: tests/fixtures/tiny/qrels.dev.tsv") + 2),
+])
+def test_a_key_given_twice_in_a_config_file_is_refused(capsys, here, text, key, line):
+    """Plain YAML keeps the last one silently (a test split scored on the dev judgments)."""
+    path, (status, err) = _check_text(capsys, here, text)
+    assert f"{path}: cannot read config: key {key!r} given twice (line {line})" in \
+        error_line("check-config", status, err)
+
+
+def test_a_key_given_twice_in_a_config_value_or_a_stages_settings_is_refused(
+        capsys, here, work, roots, artifacts):
+    status, err = run_stage(capsys, "check-config", REPO / "tests" / "configs" / "tiny.yaml",
+                            "--config", "search={depth: 5, depth: 6}")
+    assert "key 'depth' given twice" in error_line("check-config", status, err)
+    refused(capsys, roots, "search", "--queries", artifacts / "embeddings" / "test.parquet",
+            "--corpus", artifacts / "embeddings" / "corpus.parquet", "--settings",
+            "{depth: 5, depth: 6}", "--out", work / "run.parquet",
+            expect=("--settings is not valid JSON/YAML", "key 'depth' given twice"))
+
+
+EXTENDS = {
+    # case: (files written beside config.yaml, config.yaml's text, what the refusal says)
+    "a cycle": ({"base.yaml": "extends: [config.yaml]\n"}, "extends: [base.yaml]\n",
+                "config key extends: a cycle"),
+    "itself": ({}, "extends: [config.yaml]\n", "config key extends: a cycle"),
+    "a missing file": ({}, "extends: [missing.yaml]\n",
+                       "missing.yaml: cannot read config: [Errno 2]"),
+    "a folder": ({}, "extends: [.]\n", "cannot read config: [Errno 21] Is a directory"),
+    "one path, not a list": ({"base.yaml": TINY_TEXT}, "extends: base.yaml\n",
+                             "config key extends: expected a list of file paths"),
+    "a base holding a key twice": ({"base.yaml": "name: a\nname: b\n"}, "extends: [base.yaml]\n",
+                                   "base.yaml: cannot read config: key 'name' given twice"),
+    "a base that is not UTF-8": ({"base.yaml": b"name: caf\xe9\n"}, "extends: [base.yaml]\n",
+                                 "base.yaml: cannot read config: not UTF-8 text"),
+}
+
+
+@pytest.mark.parametrize("case", EXTENDS)
+def test_a_config_extending_what_cannot_be_layered_is_one_line(capsys, here, case):
+    files, text, expect = EXTENDS[case]
+    for name, content in files.items():
+        (here / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+    _, (status, err) = _check_text(capsys, here, text)
+    assert expect in error_line("check-config", status, err)
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line(capsys, here):
+    """It used to end in UnicodeDecodeError with status 1."""
+    path = here / "config.yaml"
+    path.write_bytes(b"name: caf\xe9\n")
+    status, err = run_stage(capsys, "check-config", path)
+    assert f"{path}: cannot read config: not UTF-8 text" in error_line("check-config", status,
+                                                                        err)
+
+
+@pytest.mark.parametrize("value", ["[base.yaml]", "base.yaml"])
+def test_extends_given_with_config_is_refused_not_ignored(capsys, here, value):
+    """`--config extends=[...]` layered nothing and passed: only a file's extends is read."""
+    (here / "base.yaml").write_text("search: {depth: 7}\n")
+    _, (status, err) = _check_text(capsys, here, TINY_TEXT, f"extends={value}")
+    assert "config key extends is read from config files only" in \
+        error_line("check-config", status, err)

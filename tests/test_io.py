@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -13,11 +14,20 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hostile import data, error_line, local_settings, refused, run_stage, small_files
+from hostile import (
+    data,
+    error_line,
+    failed,
+    local_settings,
+    refused,
+    run_stage,
+    small_files,
+    training_argv,
+)
 from repo import REPO
 from repo import TINY_DATA as TINY
 
-from lead.io import read_table, write_table
+from lead.io import OUTPUT_MARKER, read_table, write_table
 from lead.schemas import CORPUS
 
 # A writer of `lead.io.atomic_path` that stops half-way and waits to be killed.
@@ -303,3 +313,304 @@ def test_a_folder_given_as_a_text_input_is_one_line_naming_it(capsys, work, root
             local[key]["test"] = str(folder)
         argv = data(settings, work / "out")
     refused(capsys, roots, *argv, expect=(str(folder), "is a folder, expected a file"))
+
+
+# --- the output rule: nothing of the user's is ever destroyed ------------------------------------
+# lead.__main__ claims every output a stage declares (OUTPUTS, lead.io.claim_output) before any
+# work: a new path, or one this command made before; never the user's files, never an input,
+# never another output of the same command.
+
+USERS_FILE = "thesis.tex"
+TINY_RANDOM = json.dumps({"init": "random", "tokenizer": {"from": None}, "architecture": {
+    "num_hidden_layers": 1, "hidden_size": 8, "num_attention_heads": 1, "intermediate_size": 8}})
+
+
+def users_folder(path: Path) -> Path:
+    """A folder of the user's: one file of theirs in it."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / USERS_FILE).write_text("the user's own work\n")
+    return path
+
+
+def training(artifacts: Path, work: Path, stage: str, **paths: Path) -> list:
+    """warmup or distill (hostile.training_argv) with some of its paths replaced (out=, log=,
+    checkpoint_dir=)."""
+    argv = training_argv(artifacts, work, stage, artifacts / "model", artifacts / "model")
+    for name, path in paths.items():
+        argv[argv.index("--" + name.replace("_", "-")) + 1] = path
+    return argv
+
+
+def report(artifacts: Path, work: Path, *, out: Path | None = None, tables: Path | None = None,
+           plots: Path | None = None) -> list:
+    """report over the shared evaluation, copied into the test's folder as model m's test
+    split; --tables only when given."""
+    metrics = work / "metrics"
+    if not metrics.exists():
+        shutil.copytree(artifacts / "metrics", metrics / "m" / "test")
+    return ["report", "--metrics", f"main={metrics}", "--splits", "main:test", "--models", "m",
+            "--out", out or work / "report.md", "--plots", plots or work / "plots",
+            *(["--tables", tables] if tables else [])]
+
+
+def every_file_output(artifacts: Path, work: Path) -> dict[str, callable]:
+    """Every file a stage writes, as argv for a given path (file_outputs' and the rest)."""
+    per_query = artifacts / "metrics" / "per_query.parquet"
+    return {
+        **{f"{stage} --out": argv for stage, argv in file_outputs(artifacts).items()},
+        "search --trec": lambda out: [*file_outputs(artifacts)["search"](work / "run.parquet"),
+                                      "--trec", out],
+        "cache-teacher --out": lambda out: [
+            "cache-teacher", "--model", artifacts / "model", "--tokens",
+            artifacts / "tokens" / "test.parquet", "--role", "query", "--out", out],
+        "compare --out": lambda out: ["compare", "--per-query", per_query, per_query, "--measure",
+                                      "RR@10", "--out", out],
+        "report --out": lambda out: report(artifacts, work, out=out),
+        "report --tables": lambda out: report(artifacts, work, tables=out),
+        "warmup --log": lambda out: training(artifacts, work, "warmup", log=out),
+        "distill --log": lambda out: training(artifacts, work, "distill", log=out),
+    }
+
+
+def every_folder_output(artifacts: Path, work: Path) -> dict[str, callable]:
+    """Every folder a stage writes, as argv for a given path (folder_outputs' and the rest)."""
+    found = {f"{stage} --out": argv for stage, argv in folder_outputs(artifacts).items()}
+    found["init-model --out"] = lambda out: ["init-model", "--settings", TINY_RANDOM,
+                                             "--tokenizer", artifacts / "tokenizer", "--out", out]
+    found["rehearsal --out"] = lambda out: ["rehearsal", "generate", "--out", out]
+    found["report --plots"] = lambda out: report(artifacts, work, plots=out)
+    for stage in ("warmup", "distill"):
+        found[f"{stage} --out"] = lambda out, s=stage: training(artifacts, work, s, out=out)
+        found[f"{stage} --checkpoint-dir"] = lambda out, s=stage: training(
+            artifacts, work, s, checkpoint_dir=out)
+    return found
+
+
+FILE_OUTPUTS = ["tokenize --out", "encode --out", "search --out", "search --trec",
+                "export-trec --out", "negatives --out", "cache-teacher --out", "compare --out",
+                "report --out", "report --tables", "warmup --log", "distill --log"]
+FOLDER_OUTPUTS = ["data --out", "evaluate --out", "evaluate-model --out", "train-tokenizer --out",
+                  "init-model --out", "rehearsal --out", "report --plots", "warmup --out",
+                  "warmup --checkpoint-dir", "distill --out", "distill --checkpoint-dir"]
+
+
+@pytest.mark.parametrize("users", ["a note of one line", "another stage's parquet"])
+@pytest.mark.parametrize("output", FILE_OUTPUTS)
+def test_a_file_of_the_users_is_never_replaced(capsys, work, roots, artifacts, output, users):
+    """A one-line note is no TREC run (search and export-trec may replace one they wrote)."""
+    path = work / "mine.txt"
+    if users == "a note of one line":
+        path.write_text("remember the milk\n")
+    else:
+        shutil.copy(artifacts / "data" / "corpus.parquet", path)
+    stage = output.split()[0]
+    refused(capsys, roots, *every_file_output(artifacts, work)[output](path),
+            expect=(f"{path}: exists and is not a file `lead {stage}` wrote",))
+
+
+# What a user's folder may hold besides their file: a marker lead never wrote for this command.
+FORGED = {"no marker": None, "another command's marker": '{"command": "export-trec"}',
+          "a marker that is a list": '["evaluate", "data"]', "a marker that is not JSON": "{",
+          "a marker whose command is a list": '{"command": ["data"], "entries": ["thesis.tex"]}',
+          "a marker whose entries are text": '{"command": "data", "entries": "thesis.tex"}'}
+
+
+@pytest.mark.parametrize("marker", FORGED)
+@pytest.mark.parametrize("output", FOLDER_OUTPUTS)
+def test_a_folder_of_the_users_is_never_replaced(capsys, work, roots, artifacts, output, marker):
+    """Whatever marker it holds: only this command's, listing everything there, lets it
+    replace a folder. (An entries-less marker of the right command is a training run's
+    work folder, which the run owns entirely.)"""
+    folder = users_folder(work / "mine")
+    stage = output.split()[0]
+    if FORGED[marker] is not None:
+        (folder / OUTPUT_MARKER).write_text(FORGED[marker].replace('"data"', f'"{stage}"'))
+    refused(capsys, roots, *every_folder_output(artifacts, work)[output](folder),
+            expect=(f"{folder}: holds files `lead {stage}` did not write ({USERS_FILE})",))
+
+
+def _model_copy(artifacts: Path, work: Path) -> Path:
+    shutil.copytree(artifacts / "model", work / "model")
+    return work / "model"
+
+
+def _beir_copy(artifacts: Path, work: Path) -> Path:
+    shutil.copytree(REPO / "tests" / "fixtures" / "data" / "beir", work / "beir")
+    return work / "beir"
+
+
+def _evaluate_model(model, out, collection=None) -> list:
+    source = (["--collection", collection] if collection else
+              ["--corpus", TINY / "collection.tsv", "--queries", TINY / "queries.test.tsv",
+               "--qrels", TINY / "qrels.test.tsv"])
+    return ["evaluate-model", "--model", model, *source, "--depth", 10, "--out", out]
+
+
+INPUTS = {
+    # case: (argv of (artifacts, work), what the refusal says)
+    "evaluate-model --out at the model": (
+        lambda a, w: _evaluate_model(_model_copy(a, w), w / "model"), "is the input"),
+    "evaluate-model --out at the BEIR collection": (
+        lambda a, w: _evaluate_model(a / "model", w / "beir", _beir_copy(a, w)), "is the input"),
+    "evaluate-model --out inside the BEIR collection": (
+        lambda a, w: _evaluate_model(a / "model", w / "beir" / "scores", _beir_copy(a, w)),
+        "is inside the input"),
+    "evaluate-model --out holding the model": (
+        lambda a, w: (_model_copy(a, w), _evaluate_model(w / "model", w))[1], "holds the input"),
+    "compare --out at one of its inputs": (
+        lambda a, w: ["compare", "--per-query", shutil.copy(a / "metrics" / "per_query.parquet",
+                                                            w / "a.parquet"),
+                      a / "metrics" / "per_query.parquet", "--measure", "RR@10", "--out",
+                      w / "a.parquet"], "is the input"),
+    "export-trec --out at its TREC run": (
+        lambda a, w: ["export-trec", "--run", shutil.copy(a / "run.trec", w / "run.trec"),
+                      "--out", w / "run.trec", "--tag", "t"], "is the input"),
+    "warmup --out at its model": (
+        lambda a, w: training(a, w, "warmup", out=_model_copy(a, w), model=w / "model"),
+        "is the input"),
+    "distill --checkpoint-dir at the teacher": (
+        lambda a, w: training(a, w, "distill", checkpoint_dir=_model_copy(a, w),
+                              teacher=w / "model"), "is the input"),
+    "train-tokenizer --out holding its corpus": (
+        lambda a, w: ["train-tokenizer", "--corpus", shutil.copy(a / "data" / "corpus.parquet",
+                                                                w / "corpus.parquet"),
+                      "--out", w], "holds the input"),
+    "report --plots at its metrics": (
+        lambda a, w: report(a, w, plots=w / "metrics"), "is the input"),
+}
+
+
+@pytest.mark.parametrize("case", INPUTS)
+def test_an_output_that_is_one_of_the_inputs_is_refused(capsys, work, roots, artifacts, case):
+    make, expect = INPUTS[case]
+    refused(capsys, roots, *make(artifacts, work), expect=(expect, "give the output a path of its "
+                                                                   "own"))
+
+
+OVERLAPS = {
+    "warmup --out at its --checkpoint-dir": (
+        lambda a, w: training(a, w, "warmup", checkpoint_dir=w / "trained"),
+        "--out and --checkpoint-dir are the same path"),
+    "distill --log inside its --out": (
+        lambda a, w: training(a, w, "distill", log=w / "trained" / "log.parquet"),
+        "--out holds --log"),
+    "distill --out inside its --checkpoint-dir": (
+        lambda a, w: training(a, w, "distill", out=w / "checkpoints" / "model"),
+        "--out is inside --checkpoint-dir"),
+    "search --out at its --trec": (
+        lambda a, w: [*file_outputs(a)["search"](w / "run"), "--trec", w / "run"],
+        "--out and --trec are the same path"),
+    "report --out at its --tables": (
+        lambda a, w: report(a, w, out=w / "r.md", tables=w / "r.md"),
+        "--out and --tables are the same path"),
+    "report --tables inside its --plots": (
+        lambda a, w: report(a, w, tables=w / "plots" / "metrics.tsv"),
+        "--tables is inside --plots"),
+}
+
+
+@pytest.mark.parametrize("case", OVERLAPS)
+def test_two_outputs_of_one_command_at_one_path_are_refused(capsys, work, roots, artifacts, case):
+    """Each would replace or remove the other: warmup used to save its model into its
+    checkpoint folder, then remove the folder, and end with status 0 and no model."""
+    make, expect = OVERLAPS[case]
+    refused(capsys, roots, *make(artifacts, work),
+            expect=(expect, "give each output a path of its own"))
+
+
+RERUN = ["data --out", "evaluate --out", "train-tokenizer --out", "init-model --out",
+         "tokenize --out", "encode --out", "search --out", "search --trec", "export-trec --out",
+         "negatives --out", "cache-teacher --out", "compare --out", "report --out",
+         "report --tables"]
+
+
+@pytest.mark.parametrize("output", RERUN)
+def test_an_output_this_command_made_is_replaced_by_its_rerun(capsys, work, artifacts,
+                                                              one_torch_thread, output):
+    folder = output in FOLDER_OUTPUTS
+    make = (every_folder_output if folder else every_file_output)(artifacts, work)[output]
+    out = work / ("out" if folder else "out.file")
+    for _ in range(2):
+        status, err = run_stage(capsys, *make(out))
+        assert status == 0, err
+    assert out.is_dir() == folder
+    if folder:
+        assert json.loads((out / OUTPUT_MARKER).read_text())["command"] == output.split()[0]
+    assert not [p.name for p in work.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+
+
+@pytest.mark.parametrize("inside", [[], ["logs"], ["a", "a/b", "c"]])
+@pytest.mark.parametrize("output", ["data --out", "evaluate --out", "train-tokenizer --out"])
+def test_snakemakes_empty_output_folders_are_not_the_users_files(capsys, work, artifacts, output,
+                                                                 inside):
+    """Snakemake makes the folders of a job's outputs before the job runs: a folder holding
+    nothing but (empty) folders is replaced."""
+    out = work / "out"
+    out.mkdir()
+    for name in inside:
+        (out / name).mkdir()
+    status, err = run_stage(capsys, *every_folder_output(artifacts, work)[output](out))
+    assert status == 0, err
+    assert (out / OUTPUT_MARKER).is_file() and not any((out / name).exists() for name in inside)
+
+
+@pytest.mark.parametrize("stage", ["warmup", "distill"])
+def test_a_training_runs_checkpoints_are_resumed_by_its_stage_and_refused_to_the_other(
+        capsys, work, roots, artifacts, one_torch_thread, stage):
+    """A kept (or killed) run's checkpoint folder is resumed by the next run of its stage,
+    which then removes it; the other training stage may not take it over."""
+    status, err = run_stage(capsys, *training(artifacts, work, stage), "--keep-checkpoint")
+    assert status == 0, err
+    checkpoints = work / "checkpoints"
+    assert json.loads((checkpoints / OUTPUT_MARKER).read_text()) == {"command": stage}
+    other = "distill" if stage == "warmup" else "warmup"
+    refused(capsys, roots, *training(artifacts, work, other, out=work / "other",
+                                     log=work / "other.parquet"),
+            expect=(f"{checkpoints}: holds files `lead {other}` did not write",))
+    status, err = run_stage(capsys, *training(artifacts, work, stage))
+    assert status == 0, err
+    assert (work / "trained").is_dir() and not checkpoints.exists()
+
+
+# --- outputs that land as a set ------------------------------------------------------------------
+
+def _full_disk(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("earlier", [False, True])
+def test_evaluate_leaves_its_three_files_or_none_when_the_disk_fills(capsys, monkeypatch, work,
+                                                                     roots, artifacts, earlier):
+    """The disk fills after per_query.parquet and summary.md: no folder of two files (or an
+    earlier evaluation with one file replaced) is left for a rerun to take as complete."""
+    from lead.evaluation import evaluate
+
+    argv = folder_outputs(artifacts)["evaluate"](work / "metrics")
+    if earlier:
+        assert run_stage(capsys, *argv)[0] == 0
+    written = []
+
+    def fills_on_the_second(table, path, prov=None):
+        if written:
+            _full_disk()
+        written.append(path)
+        write_table(table, path, prov)
+
+    monkeypatch.setattr(evaluate, "write_table", fills_on_the_second)
+    failed(capsys, roots, *argv, expect=("OSError", "No space left on device"))
+    assert [Path(p).name for p in written] == ["per_query.parquet"]
+
+
+@pytest.mark.parametrize("earlier", [False, True])
+def test_search_leaves_no_run_when_its_trec_copy_fails(capsys, monkeypatch, work, roots,
+                                                       artifacts, earlier):
+    """run.parquet and run.trec land as a set: a TREC export that fails (the disk fills)
+    leaves neither, or both as they were."""
+    from lead.evaluation import runs
+
+    argv = [*file_outputs(artifacts)["search"](work / "run.parquet"), "--trec", work / "run.trec"]
+    if earlier:
+        assert run_stage(capsys, *argv)[0] == 0
+    monkeypatch.setattr(runs, "export_trec", _full_disk)
+    failed(capsys, roots, *argv, expect=("No space left on device",))
+    assert (work / "run.parquet").exists() == earlier == (work / "run.trec").exists()

@@ -108,6 +108,7 @@ def top_k(
     postings = (np.ascontiguousarray(scores["indptr"], np.int64),
                 np.ascontiguousarray(scores["indices"], np.int32),
                 np.ascontiguousarray(scores["data"], np.float32), int(scores["num_docs"]))
+    k = min(k, postings[3])  # no query has more: a deeper k would only allocate (CHUNK x k)
 
     def run(chunk: Sequence[Sequence[int]]) -> list[np.ndarray]:
         return _top_k_chunk(postings, chunk, k)

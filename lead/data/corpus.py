@@ -136,6 +136,19 @@ def tsv_corpus(
         yield CorpusBatch(batch.lines, named["doc_id"], title, named["text"])
 
 
+def ids_like(corpus_path: str | Path, value: str) -> pa.Array:
+    """The ids of a CORPUS parquet equal to `value` once both are NFC-normalised: the ids an
+    unknown id only looks like (streaming its id column; for an error message)."""
+    import unicodedata
+
+    wanted = unicodedata.normalize("NFC", value)
+    found = [
+        batch.column(0).filter(pc.equal(pc.utf8_normalize(batch.column(0), "NFC"), wanted))
+        for batch in iter_batches(corpus_path, schemas.CORPUS, columns=["doc_id"])
+    ]
+    return pa.chunked_array(found, pa.string()).combine_chunks()
+
+
 def known_ids(corpus_path: str | Path, wanted: pa.Array) -> pa.Array:
     """The subset of `wanted` ids present in a CORPUS parquet, streaming its id column."""
     found = [

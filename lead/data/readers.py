@@ -22,6 +22,7 @@ from lead.data.corpus import UniqueIds
 from lead.data.text import BOM, check_ids, check_texts, refuse_nul, repair_mojibake
 from lead.data.tsv import CORRUPT_GZIP, iter_tsv, open_binary
 from lead.errors import DataError
+from lead.schemas import MAX_RELEVANCE
 
 _INTEGER = r"^[+-]?[0-9]{1,9}$"
 
@@ -78,10 +79,18 @@ def read_qrels(path: str | Path, fmt: str, checks: Checks) -> pa.Table:
             row = bad[0].as_py()
             raise DataError(path, int(lines[row]),
                             f"relevance grade {grades[row].as_py()!r} is not an integer")
+        grades = pc.cast(grades, pa.int32())
+        bad = pc.indices_nonzero(pc.greater(pc.abs(grades), MAX_RELEVANCE))
+        if len(bad):
+            row = bad[0].as_py()
+            raise DataError(path, int(lines[row]),
+                            f"relevance grade {grades[row].as_py()} is outside "
+                            f"-{MAX_RELEVANCE}..{MAX_RELEVANCE} (trec_eval allocates memory for "
+                            "every grade up to the largest)")
         parts.append(pa.table({
             "query_id": query_ids,
             "doc_id": doc_ids,
-            "relevance": pc.cast(grades, pa.int32()),
+            "relevance": grades,
             "line": lines,
         }))
     table = _concat(parts, QRELS_ROWS)

@@ -19,7 +19,7 @@ from typing import Any
 from lead.config import resolve
 from lead.data import embedded, local, msmarco
 from lead.data.checks import Checks
-from lead.errors import ConfigError
+from lead.errors import ConfigError, DataError
 from lead.io import atomic_path, claim_output, config_hash
 from lead.io import cache_dir as lead_cache_dir
 from lead.paths import check_name
@@ -62,8 +62,7 @@ def download(settings: Mapping[str, Any], cache_dir: str | Path | None = None) -
     if settings["source"] not in DOWNLOADED:
         raise ConfigError(f"dataset source {settings['source']!r} is not downloaded "
                           f"(only {', '.join(DOWNLOADED)} are)")
-    cache_dir = Path(cache_dir) if cache_dir is not None else lead_cache_dir()
-    return msmarco.download_all(settings, cache_dir)
+    return msmarco.download_all(settings, _cache_folder(cache_dir))
 
 
 def build_dataset(
@@ -72,11 +71,12 @@ def build_dataset(
     """Build the dataset described by the `dataset` config section into `out_dir`."""
     settings = resolve("dataset", settings)
     out_dir = Path(out_dir)
-    cache_dir = Path(cache_dir) if cache_dir is not None else lead_cache_dir()
     _check_split_names(settings)
     claim_output(out_dir, "data", folder=True)
     checks = Checks(settings["strict"])
     source = settings["source"]
+    if source in DOWNLOADED:
+        cache_dir = _cache_folder(cache_dir)
     with atomic_path(out_dir, directory=True, made_by="data") as tmp:
         tmp.mkdir()
         if source == "embedded":
@@ -91,6 +91,19 @@ def build_dataset(
             local.build_files(settings, tmp, checks)
         _check_eval_splits(tmp, settings)
     checks.log_summary()
+
+
+def _cache_folder(cache_dir: str | Path | None) -> Path:
+    """The download cache (--cache, else $LEAD_CACHE, else ~/.cache/lead), refused in one
+    line when a file stands where it or a folder above it would be."""
+    path = Path(cache_dir) if cache_dir is not None else lead_cache_dir()
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise DataError(ancestor, None, f"is a file, so the download cache {path} cannot be a "
+                                        "folder there: give --cache (or $LEAD_CACHE) a folder")
+    return path
 
 
 def _check_split_names(settings: Mapping[str, Any]) -> None:

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from lead import schemas
 from lead.data.checks import Checks
-from lead.data.corpus import known_ids
+from lead.data.corpus import ids_like, known_ids
 from lead.data.text import codepoints, lookalike
 from lead.errors import ConfigError, DataError
 from lead.io import write_table
@@ -76,8 +76,10 @@ def _drop_judgments(
     return replace(split, qrels=split.qrels.filter(pc.invert(unknown)))
 
 
-def clean(split: Split, known_documents: pa.Array, corpus_source: Path, checks: Checks) -> Split:
-    """Drop (or, strict, refuse) judgments of unknown ids; keep only judged queries."""
+def clean(split: Split, known_documents: pa.Array, corpus_source: Path, checks: Checks,
+          corpus_path: Path | None = None) -> Split:
+    """Drop (or, strict, refuse) judgments of unknown ids; keep only judged queries. An
+    unknown document is looked for in `corpus_path` in another Unicode normalisation."""
     split = _drop_judgments(
         split,
         pc.invert(pc.is_in(split.qrels["query_id"], value_set=split.queries["query_id"])),
@@ -91,7 +93,8 @@ def clean(split: Split, known_documents: pa.Array, corpus_source: Path, checks: 
         pc.invert(pc.is_in(split.qrels["doc_id"], value_set=known_documents)),
         checks,
         "drop judgments of unknown documents",
-        lambda row: _unknown("document", row["doc_id"], known_documents,
+        lambda row: _unknown("document", row["doc_id"], known_documents if corpus_path is None
+                             else ids_like(corpus_path, row["doc_id"]),
                              f"the corpus ({corpus_source})"),
     )
     if not split.qrels.num_rows:
@@ -162,7 +165,8 @@ def write_splits(
     names = [split.name for split in splits]
     wanted = pc.unique(pa.chunked_array([s.qrels["doc_id"] for s in splits], pa.string()))
     known = known_ids(corpus_path, wanted)
-    cleaned = {split.name: clean(split, known, corpus_source, checks) for split in splits}
+    cleaned = {split.name: clean(split, known, corpus_source, checks, corpus_path)
+               for split in splits}
     refuse_leakage(cleaned)
     if "train" in cleaned and "dev" not in cleaned:
         cleaned["train"], cleaned["dev"] = hold_out_dev(

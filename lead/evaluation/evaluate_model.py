@@ -123,7 +123,7 @@ def evaluate_model(
         evaluation_files(tmp, tmp / "run.parquet", work / "data" / "qrels" / f"{split}.parquet",
                          relevance_level=relevance_level, measures=list(measures),
                          recorded={"run": str(out / "run.parquet"),
-                                   "qrels": f"{_collection_name(dataset)} ({split})"})
+                                   "qrels": f"{_judgments(dataset, split)} ({split})"})
         _write_json(tmp / "model.json", {"model": model, "description": asdict(spec)})
         _write_json(tmp / "arguments.json", arguments or {})
         shutil.rmtree(work)
@@ -136,10 +136,13 @@ def run_tag(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
-def _collection_name(dataset: dict) -> str:
+def _judgments(dataset: dict, split: str) -> str:
+    """Where the split's judgments come from, for the provenance: the BEIR directory, the qrels
+    file, or the source's name (embedded, msmarco-passage, ...)."""
     if dataset["source"] == "beir":
-        return dataset["beir"]["path"]
-    return dataset["local"]["corpus"]
+        return str(dataset["beir"]["path"])
+    local = dataset.get("local") or {}
+    return str((local.get("qrels") or {}).get(split) or dataset["source"])
 
 
 def _write_json(path: Path, value: dict) -> None:

@@ -28,7 +28,7 @@ from lead import schemas
 from lead.config import resolve
 from lead.errors import ConfigError, DataError
 from lead.evaluation.measures import measure_name
-from lead.evaluation.significance import compare, compare_seeds
+from lead.evaluation.significance import compare, compare_seeds, detectable_difference
 from lead.io import (
     METRICS_TSV_HEADER,
     REPORT_TITLE,
@@ -42,6 +42,7 @@ from lead.methods import BASELINES, LEAD
 from lead.schemas import METRICS
 
 SIGNIFICANCE_ALPHA = 0.05
+DETECTION_POWER = 0.8  # the power of the across-seeds table's "detectable Δ"
 STUDENT = re.compile(r"^student-(?P<row>.+)-s(?P<seed>-?\d+)$")
 _LOG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _VERSIONED = ("lead", "pytrec-eval-terrier", "scipy", "matplotlib", "pyarrow")
@@ -183,9 +184,10 @@ def _across_seeds(settings, metrics: Metrics, models, splits) -> tuple[list[str]
     if not pairs:
         return [f"No paired tests: they need the {LEAD!r} student and a baseline."], []
     base = settings["significance_measure"]
+    power = f"{100 * DETECTION_POWER:.0f}% power"
     lines = ["| collection | split | measure | A | B | seeds | A mean ± sd | B mean ± sd "
-             "| Δ mean ± sd (points) | p (paired t) | p (sign flips) |",
-             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+             f"| Δ mean ± sd (points) | p (paired t) | p (sign flips) | detectable Δ ({power}) |",
+             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     verdicts = []
     for split in splits:
         name = metrics.name(base, split)
@@ -202,14 +204,31 @@ def _across_seeds(settings, metrics: Metrics, models, splits) -> tuple[list[str]
                 f"| {split[0]} | {split[1]} | {name} | {a} | {b} | {result['n']} "
                 f"| {means[0]} | {means[1]} "
                 f"| {_pm(result['delta'], result['sd_delta'], signed=True)} "
-                f"| {_p_cell(result['p_ttest'])} | {_p_cell(result['p_permutation'])} |"
+                f"| {_p_cell(result['p_ttest'])} | {_p_cell(result['p_permutation'])} "
+                f"| {_detectable_cell(result)} |"
             )
             verdicts.append(_verdict(a, b, split, name, result))
     lines += ["", "Paired by seed: each seed trains every method from the same initial "
               "student on the same data. p-values are two-sided: Student's paired t-test over "
               "the seeds and the exact sign-flip test over the 2^n sign vectors (with n seeds "
-              f"it cannot go below 2/2^n). * marks p < {SIGNIFICANCE_ALPHA}."]
+              f"it cannot go below 2/2^n). * marks p < {SIGNIFICANCE_ALPHA}.",
+              "",
+              f"Detectable Δ ({power}): the smallest true mean difference, in points, that "
+              f"the paired t-test over these n seeds would find significant at p < "
+              f"{SIGNIFICANCE_ALPHA} in {100 * DETECTION_POWER:.0f}% of repetitions, were the "
+              "differences' sd the one measured here (noncentral t, docs/method.md); n/a with "
+              "fewer than two seeds. A measured Δ below it is not evidence of no difference: "
+              "the experiment could not have told. The sd is itself estimated from the same "
+              "few seeds, so this is a rough guide; more seeds shrink it (about as 1/√n, "
+              "faster at small n)."]
     return lines, verdicts
+
+
+def _detectable_cell(result: Mapping[str, Any]) -> str:
+    if result["n"] < 2 or not math.isfinite(result["sd_delta"]):
+        return "n/a"
+    return _cell(detectable_difference(result["sd_delta"], result["n"],
+                                       alpha=SIGNIFICANCE_ALPHA, power=DETECTION_POWER))
 
 
 def _pm(mean: float, sd: float, *, signed: bool = False) -> str:

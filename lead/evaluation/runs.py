@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from lead.errors import DataError
 from lead.evaluation import trec
 from lead.io import input_file
+from lead.schemas import MAX_RELEVANCE
 
 Source = pd.DataFrame | str | Path
 _PARQUET_MAGIC = b"PAR1"
@@ -194,11 +195,18 @@ def rank_run(run: Source) -> pd.DataFrame:
 def load_qrels(qrels: Source) -> pd.DataFrame:
     """Validate qrels: string ids, integer grades, one judgment per (query_id, doc_id)."""
     table = read_source(qrels, "qrels", ("query_id", "doc_id", "relevance"), (), trec.read_qrels)
+    grades = table.numbers("relevance", integral=True)
+    outside = np.abs(grades) > MAX_RELEVANCE
+    if outside.any():
+        row = int(np.flatnonzero(outside)[0])
+        raise table.error(row, f"{table.frame['relevance'].iloc[row]!r} is outside "
+                               f"-{MAX_RELEVANCE}..{MAX_RELEVANCE} (trec_eval allocates memory "
+                               "for every grade up to the largest)", "relevance")
     checked = pd.DataFrame(
         {
             "query_id": table.ids("query_id"),
             "doc_id": table.ids("doc_id"),
-            "relevance": table.numbers("relevance", integral=True).astype(np.int64),
+            "relevance": grades.astype(np.int64),
         }
     )
     _no_duplicates(checked, table)

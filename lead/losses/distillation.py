@@ -1,8 +1,11 @@
-"""Distillation losses: response-based KL and LEAD's re-weighted layer loss.
+"""Distillation losses: response-based KL, LEAD's re-weighted layer loss, and the peers'
+recipes of sentence-transformers (MarginMSE, DistillKLDiv) over each query's own group.
 
-Conventions (docs/method.md): the teacher distribution is softmax(S_T / T), the student
-log-distribution log_softmax(S_S); the temperature is applied to the target side only, with no
-T² factor; KL is summed over candidates and averaged over queries (kl_div "batchmean").
+Conventions of lead's own losses (docs/method.md): the teacher distribution is
+softmax(S_T / T), the student log-distribution log_softmax(S_S); the temperature is applied to
+the target side only, with no T² factor; KL is summed over candidates and averaged over queries
+(kl_div "batchmean"). The peers' losses compute what sentence-transformers computes instead
+(`group_kl`: the temperature on both sides and a T² factor), each documented where it differs.
 Everything is computed in at least fp32, whatever precision the encoders ran in.
 """
 
@@ -83,3 +86,62 @@ def lead_layer_loss(
     else:
         weights = torch.ones_like(kls).detach()
     return (weights * kls).sum(), weights
+
+
+def _group_scores(teacher_scores: Tensor, student_scores: Tensor) -> tuple[Tensor, Tensor]:
+    """Both (B, g) matrices of own-group scores in at least fp32, checked: g >= 2."""
+    if teacher_scores.shape != student_scores.shape or teacher_scores.dim() != 2:
+        raise ValueError(
+            f"need teacher and student scores of the same (queries, group) shape, got "
+            f"{tuple(teacher_scores.shape)} and {tuple(student_scores.shape)}"
+        )
+    if teacher_scores.shape[1] < 2:
+        raise ValueError(
+            f"each query's group needs its positive and at least one negative, got groups of "
+            f"{teacher_scores.shape[1]}"
+        )
+    return full_precision(teacher_scores), full_precision(student_scores)
+
+
+def margin_mse(teacher_scores: Tensor, student_scores: Tensor) -> Tensor:
+    """MarginMSE over each query's own group: mean over queries q and negatives n of
+    ((S(q, pos) - S(q, n)) - (T(q, pos) - T(q, n)))².
+
+    Each row is one query's group, its positive in column 0 and its negatives after it. This
+    is sentence-transformers' MarginMSELoss (its `nn.MSELoss()`, a mean over the B x n
+    margins, one per negative) with the scores given here as its student similarities and
+    the teacher's margins as its labels. It detaches the labels; here the teacher side keeps
+    its gradient, as every lead term does, and the objective detaches it when the teacher is
+    frozen or `detach_teacher_targets` is on.
+    """
+    teacher, student = _group_scores(teacher_scores, student_scores)
+    return F.mse_loss(student[:, :1] - student[:, 1:], teacher[:, :1] - teacher[:, 1:])
+
+
+def group_kl(
+    teacher_scores: Tensor,
+    student_scores: Tensor,
+    *,
+    temperature: float = 1.0,
+    student_temperature: float | None = None,
+    teacher_temperature: float | None = None,
+) -> Tensor:
+    """sentence-transformers' DistillKLDivLoss over each query's own group:
+    T_S² · KL(softmax(T / T_T) || softmax(S / T_S)), summed over the group's candidates and
+    averaged over queries ("batchmean").
+
+    Each row is one query's group (positive and negatives, no in-batch candidates). T_S and
+    T_T default to `temperature`, as sentence-transformers' `student_temperature` and
+    `teacher_temperature` do. Unlike lead's `response_kl` the temperature also divides the
+    student's scores and the loss is scaled by T_S²; at temperature 1 the two conventions
+    agree. sentence-transformers detaches its labels (the teacher's scores); see `margin_mse`.
+    """
+    student_t = temperature if student_temperature is None else student_temperature
+    teacher_t = temperature if teacher_temperature is None else teacher_temperature
+    teacher, student = _group_scores(teacher_scores, student_scores)
+    kl = F.kl_div(
+        F.log_softmax(student / student_t, dim=-1),
+        F.softmax(teacher / teacher_t, dim=-1),
+        reduction="batchmean",
+    )
+    return kl * student_t**2

@@ -140,7 +140,8 @@ def _checkpoint_tensors(source: Path, names: Sequence[str]) -> dict[str, torch.T
                 found[name] = tensors.get_tensor(name)
     if not files and (source / "pytorch_model.bin").is_file():
         state = _torch_weights(source / "pytorch_model.bin")
-        found = {name: state[name] for name in names if name in state}
+        found = {name: state[name] for name in names
+                 if isinstance(state.get(name), torch.Tensor)}
     return found
 
 
@@ -242,7 +243,11 @@ def _torch_weights(path: Path) -> dict[str, torch.Tensor]:
     import pickle
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
         raise ConfigError(f"{path}: not a weights-only PyTorch state dict ({one_line(err)}); "
                           "save the weights as safetensors") from err
+    if not isinstance(state, dict):  # a bare tensor, a list, a number
+        raise ConfigError(f"{path}: is a pickled {type(state).__name__}, not a state dict "
+                          "(names mapped to tensors); save the weights as safetensors")
+    return state

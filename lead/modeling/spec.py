@@ -185,11 +185,14 @@ def scoring_of(model_dir: Path) -> dict[str, Any]:
                 "titles": spec.titles, "query_prompt": spec.query_prompt,
                 "passage_prompt": spec.passage_prompt, "dense": spec.dense}
     modules = read_json(model_dir / "modules.json", [])
+    # Checked before an empty one is taken for none: `{}` or `null` is no list of modules, and
+    # an `idx` that is not a number cannot order them.
+    if not isinstance(modules, list) or not all(
+            isinstance(m, dict) and isinstance(m.get("idx", 0), int) for m in modules):
+        raise ConfigError(f"{model_dir / 'modules.json'}: expected a list of modules, each an "
+                          "object with `type` and `path` (and a whole-number `idx`)")
     if not modules:
         return {"pooling": "mean", "similarity": "cosine", "plain": True}
-    if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
-        raise ConfigError(f"{model_dir / 'modules.json'}: expected a list of modules, each an "
-                          "object with `type` and `path`")
     # How BEIR and MTEB feed a sentence-transformers model a titled passage.
     found: dict[str, Any] = {"titles": "space"}
     dense = []
@@ -367,6 +370,28 @@ def _hub_snapshot(repo_id: str) -> Path:
     return path
 
 
+
+
+# Model types whose position ids start after the padding id (RoBERTa's numbering).
+_POSITIONS_AFTER_PADDING = ("mpnet", "roberta", "xlm-roberta", "camembert")
+
+
+def position_limit(config: Mapping[str, Any]) -> int | None:
+    """The most tokens a backbone of this config.json takes: its position embeddings, less
+    those RoBERTa-style numbering skips (None when the config does not say)."""
+    positions = config.get("max_position_embeddings")
+    if not isinstance(positions, int) or isinstance(positions, bool):
+        return None
+    if config.get("model_type") in _POSITIONS_AFTER_PADDING:
+        positions -= int(config.get("pad_token_id") or 0) + 1
+    return positions
+
+
+def model_positions(settings: Mapping[str, Any]) -> int | None:
+    """The most tokens the settings' model takes (read from its config, not loaded); None for
+    a random model, whose position embeddings are sized to its maximum lengths."""
+    source = source_dir(settings["init"])
+    return None if source is None else position_limit(read_json(source / "config.json"))
 
 
 def model_depth(settings: Mapping[str, Any]) -> int:

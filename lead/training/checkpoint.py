@@ -2,8 +2,9 @@
 
 One file, `checkpoint.pt`, holds everything a resumed run needs: model, optimizer and
 scheduler states, every process's RNG states (python, numpy, torch, CUDA), the step (which
-also fixes the data position and the layer selection), the best dev result so far and the log
-rows. It is replaced atomically, so a kill while writing leaves the previous one intact.
+also fixes the data position and the layer selection), the best dev result so far, the log
+rows and the running sums of the logging window the step is in (lead.training.progress). It
+is replaced atomically, so a kill while writing leaves the previous one intact.
 
 The best model so far lives beside it as a Hugging Face directory `best-step-NNNNNNNN/`; the
 checkpoint names the one it vouches for, and directories a killed run wrote after its last
@@ -41,6 +42,7 @@ class Progress:
     best_step: int | None = None
     best_value: float | None = None
     log_rows: list[dict[str, Any]] = field(default_factory=list)
+    loss_window: dict[str, Any] = field(default_factory=dict)  # progress.LossWindow.state()
 
 
 def rng_state() -> dict[str, Any]:

@@ -7,6 +7,10 @@ into flat arrays, memory-mapped from the job's scratch folder when it has one: a
 process's memory does not grow with the corpus. Sampling is a pure function of (seed, epoch,
 example index): any process, and a resumed run, draws the same passages for the same example.
 
+`optimisation.train_queries` < 1 keeps a fixed share of the groups (train_subset): the same
+queries for every method, variant and training seed, since the subset depends on the query ids
+and the share alone.
+
 A frozen dual-encoder teacher is read from its layer cache instead of its tokens (TeacherCache;
 the `cache-teacher` stage, lead.teacher_cache, writes it): the same ids index its per-layer
 vectors, so that scoring them with the teacher's own similarity gives exactly the scores the
@@ -15,6 +19,7 @@ live teacher would give in eval mode.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -33,6 +38,9 @@ from lead.io import iter_batches, open_parquet, read_table
 
 # Which rows of a file to keep: (ids of a batch, number of its first row) -> boolean mask.
 Keep = Callable[[pa.Array, int], np.ndarray]
+# The fixed key of the hash that ranks training queries for optimisation.train_queries: never
+# the training seed, so that every method and seed of a config trains on the same queries.
+TRAIN_QUERIES_KEY = b"lead.train_queries"
 
 
 def keep_ids(wanted: pa.Array) -> Keep:
@@ -175,13 +183,17 @@ class Groups:
     positive_offsets: np.ndarray
     negative_ids: pa.StringArray
     negative_offsets: np.ndarray
+    file_groups: int | None = None  # groups in the file, when train_queries kept fewer
 
     @classmethod
-    def read(cls, path: str | Path, negatives_per_query: int) -> Groups:
-        """Read and check the groups: every query needs a positive, and negatives if n > 0.
+    def read(cls, path: str | Path, negatives_per_query: int,
+             train_queries: float = 1.0) -> Groups:
+        """Read and check the groups: every query needs a positive, and negatives if n > 0;
+        keep the share `train_queries` of them (train_subset).
 
         An empty group is an error, not a skipped example: it means the negatives stage and
         this run disagree about the data, which silently shrinking the training set would hide.
+        Every group is checked, kept or not.
         """
         table = read_table(path, schemas.GROUPS)
         if table.num_rows == 0:
@@ -192,6 +204,12 @@ class Groups:
         _require_members(path, query_ids, positives, "positives", minimum=1)
         needed = min(1, negatives_per_query)
         _require_members(path, query_ids, negatives, "negatives", minimum=needed)
+        file_groups = None
+        if train_queries != 1:
+            kept = pa.array(train_subset(query_ids, train_queries))
+            file_groups = len(query_ids)
+            query_ids, positives, negatives = (
+                column.take(kept) for column in (query_ids, positives, negatives))
         return cls(
             Path(path),
             query_ids,
@@ -199,6 +217,7 @@ class Groups:
             positives.offsets.to_numpy().astype(np.int64),
             negatives.values,
             negatives.offsets.to_numpy().astype(np.int64),
+            file_groups,
         )
 
     def __len__(self) -> int:
@@ -221,6 +240,31 @@ class Groups:
         available = int(end_neg - first_neg)
         picked = rng.choice(available, size=negatives, replace=available < negatives)
         return positive, first_neg + picked.astype(np.int64)
+
+
+def train_subset(query_ids: pa.Array, share: float) -> np.ndarray:
+    """Rows (ascending) of the training groups optimisation.train_queries keeps.
+
+    round(share x N) rows (Python's round: halves to even), at least one: those whose query
+    ids come first when ranked by blake2b(TRAIN_QUERIES_KEY, id), ties by id. The subset
+    depends on the ids and the share alone: the same for every method, variant and training
+    seed, and whatever the order of the file; a smaller share keeps a subset of a larger one
+    (the same ranking, cut earlier).
+    """
+    if not 0 < share <= 1:
+        raise ConfigError(f"optimisation.train_queries must be in (0, 1], got {share}")
+    count = len(query_ids)
+    kept = max(1, round(share * count))
+    if kept >= count:
+        return np.arange(count, dtype=np.int64)
+    ids = query_ids.to_pylist()
+    ranks = np.fromiter(
+        (int.from_bytes(hashlib.blake2b(str(qid).encode(), digest_size=8,
+                                        key=TRAIN_QUERIES_KEY).digest(), "big") for qid in ids),
+        dtype=np.uint64, count=count,
+    )
+    order = np.lexsort((np.array(ids, dtype=object).astype(str), ranks))
+    return np.sort(order[:kept]).astype(np.int64)
 
 
 def _require_members(
@@ -420,9 +464,11 @@ class TrainingData:
         )
         self.batches_per_epoch = len(self.sampler) // batch_size
         if self.batches_per_epoch == 0:
+            kept = ("" if groups.file_groups is None else
+                    f" kept of its {groups.file_groups} (optimisation.train_queries)")
             raise ConfigError(
-                f"{groups.path} has {len(groups)} training groups, fewer than one global batch "
-                f"({batch_size} queries x {world_size} processes)"
+                f"{groups.path} has {len(groups)} training groups{kept}, fewer than one global "
+                f"batch ({batch_size} queries x {world_size} processes)"
             )
         self._order: tuple[int, np.ndarray] | None = None
 

@@ -2,6 +2,8 @@
 
     L = CE_student + [CE_teacher + KL(S || T)]  (teacher trained jointly)
         + KL(T || S)  (response, lead)  + L_layer  (lead)
+        + MarginMSE over each query's own group  (marginmse)
+        + KL(T || S) over each query's own group, as sentence-transformers computes it  (groupkl)
 
 The teacher's scores come from the live teacher, or, for a frozen dual-encoder teacher, from
 its cached per-layer vectors (lead.training.data.TeacherCache), which give the same scores. The
@@ -19,9 +21,16 @@ from torch import Tensor, nn
 from lead import distributed
 from lead.config import resolve
 from lead.errors import ConfigError
-from lead.losses.contrastive import contrastive_loss
-from lead.losses.distillation import lead_layer_loss, response_kl, reverse_kl, teacher_layer_ce
-from lead.methods import DISTILLING, METHODS, terms_of
+from lead.losses.contrastive import contrastive_loss, own_group
+from lead.losses.distillation import (
+    group_kl,
+    lead_layer_loss,
+    margin_mse,
+    response_kl,
+    reverse_kl,
+    teacher_layer_ce,
+)
+from lead.methods import DISTILLING, GROUP_TERMS, METHODS, TERMS, terms_of
 from lead.modeling.encoders import Encoder
 from lead.training.layers import LayerSelector
 from lead.training.objective import Batching, Inputs, Objective, Scores
@@ -71,6 +80,12 @@ class DistillationObjective(Objective):
 
     @classmethod
     def build(cls, job: Any, student: Encoder, teacher: Encoder | None) -> DistillationObjective:
+        if (set(METHODS[job.method].terms) & set(GROUP_TERMS)
+                and job.optimisation["negatives_per_query"] < 1):
+            raise ConfigError(
+                f"method {job.method!r} compares each query's positive with its hard negatives: "
+                "it needs optimisation.negatives_per_query >= 1"
+            )
         selector = None
         if "layer" in METHODS[job.method].terms:
             selector = LayerSelector.from_settings(
@@ -111,6 +126,8 @@ class DistillationObjective(Objective):
               ) -> tuple[dict[str, Tensor], Tensor | None]:
         if "layer" in self.coefficients and not pairs:
             raise ValueError("method 'lead' needs at least one (teacher, student) layer pair")
+        if set(self.coefficients) & set(GROUP_TERMS) and batching.group_size < 2:
+            raise ValueError(f"method {self.method!r} needs at least one hard negative per query")
         values = {"student_ce": contrastive_loss(student.final, student.labels)}
         if self.teacher is None:
             return values, None
@@ -131,6 +148,14 @@ class DistillationObjective(Objective):
         if "reverse_kl" in self.coefficients:
             values["reverse_kl"] = reverse_kl(teacher.final, learner.final,
                                               temperature=self.temperature)
+        if set(self.coefficients) & set(GROUP_TERMS):
+            target_group = self._own_groups(target.final, batching)
+            student_group = self._own_groups(student.final, batching)
+            if "margin_mse" in self.coefficients:
+                values["margin_mse"] = margin_mse(target_group, student_group)
+            if "group_kl" in self.coefficients:
+                values["group_kl"] = group_kl(target_group, student_group,
+                                              temperature=self.temperature)
         layer_weights = None
         if "layer" in self.coefficients:
             values["layer"], layer_weights = lead_layer_loss(
@@ -141,4 +166,17 @@ class DistillationObjective(Objective):
                     teacher_layer_ce(teacher.layers, teacher.labels), batching.num_queries
                 ),
             )
-        return values, layer_weights
+        return {name: values[name] for name in TERMS if name in values}, layer_weights
+
+    def _own_groups(self, scores: Tensor, batching: Batching) -> Tensor:
+        """Each local query's scores of its own group, positive first: (B, g).
+
+        Scores against the global candidates are sliced to this process's passages (columns
+        offset .. offset + B*g, which keep their gradient) and then to each query's group; a
+        pair with a cross-encoder is already scored by own groups.
+        """
+        if self.own_group:
+            return scores
+        width = batching.num_queries * batching.group_size
+        return own_group(scores[:, batching.offset : batching.offset + width],
+                         batching.group_size)

@@ -4,7 +4,9 @@ response | lead): one page, top to bottom.
 Processes and devices, models and objective, optimizers and schedules, data, resume, the
 initial model's dev evaluation (step 0: the init is a candidate, so training that only hurts
 keeps it), then steps with accumulation, gradient averaging, per-model clipping, logging, dev
-evaluation and checkpoints, and finally the best-on-dev model with its model card.
+evaluation and checkpoints, and finally the best-on-dev model with its model card. What is
+logged, and how (a row's losses are its logging window's means; TensorBoard beside the log),
+is lead.training.progress's.
 
 Data parallelism (torchrun) uses no DDP wrapper; lead.distributed explains why the averaged
 gradients equal one process's on the concatenated batch ("exact") or 1/G of it ("release").
@@ -37,7 +39,7 @@ from lead.training.data import EncoderInputs, Groups, ModelTokens, TrainingData
 from lead.training.job import TrainingJob, check_models, job_fingerprint
 from lead.training.objective import Objective
 from lead.training.optim import Trainee, autocast_for, make_trainee
-from lead.training.progress import Clock, StepResult, log_row, write_log
+from lead.training.progress import Board, Clock, LossWindow, StepResult, log_row, write_log
 from lead.training.validation import DevBatches, Scoring, dev_metrics, load_dev_set
 
 log = logging.getLogger(__name__)
@@ -54,8 +56,8 @@ def train(job: TrainingJob, objective_type: type[Objective] = Objective) -> Path
     owns_group = not dist.is_initialized()
     procs = init_processes()
     try:
-        with _scratch(job, procs) as scratch:
-            return _train(job, objective_type, procs, scratch)
+        with _scratch(job, procs) as scratch, contextlib.ExitStack() as closing:
+            return _train(job, objective_type, procs, scratch, closing)
     finally:
         if owns_group and dist.is_initialized():
             dist.destroy_process_group()
@@ -82,7 +84,7 @@ def _scratch(job: TrainingJob, procs: Processes) -> Iterator[Path]:
 
 
 def _train(job: TrainingJob, objective_type: type[Objective], procs: Processes,
-           scratch: Path) -> Path:
+           scratch: Path, closing: contextlib.ExitStack) -> Path:
     from lead.modeling.encoders import load_encoder
     from lead.training.data import TeacherCache
 
@@ -106,7 +108,7 @@ def _train(job: TrainingJob, objective_type: type[Objective], procs: Processes,
     trainees = [make_trainee(name, module, opt, rates[name]) for name, module in trained.items()]
 
     # Data: every model reads its own tokens (or its layer cache) of the same groups.
-    groups = Groups.read(job.groups, opt["negatives_per_query"])
+    groups = Groups.read(job.groups, opt["negatives_per_query"], opt["train_queries"])
     sources = {"student": ModelTokens.read(job.student.query_tokens, job.student.corpus_tokens,
                                            groups, student.pad_id, scratch)}
     if teacher is not None and job.teacher_cache is not None:
@@ -171,6 +173,12 @@ def _train(job: TrainingJob, objective_type: type[Objective], procs: Processes,
     rows = {row["step"]: row for row in progress.log_rows}
     if progress.step == 0:
         rows[0] = {"step": 0, **evaluate(0, progress)}
+    # A logged row's losses are their means over its logging window (lead.training.progress);
+    # a checkpoint taken mid-window carries the window's sums.
+    window = LossWindow.from_state(progress.loss_window)
+    board = closing.enter_context(contextlib.closing(
+        Board.open(job.log, job.command, [rows[s] for s in sorted(rows)]) if procs.is_main
+        else Board()))
 
     examples_per_step = opt["batch_size"] * accumulation * procs.world_size
     clock = Clock(steps, progress.step)
@@ -187,14 +195,18 @@ def _train(job: TrainingJob, objective_type: type[Objective], procs: Processes,
         step = progress.step = progress.step + 1
         if not all(math.isfinite(v) for v in (result.losses["loss"], *result.grad_norms.values())):
             raise NonFiniteLoss(_divergence_message(step, result, job.checkpoint_dir))
+        window.add(result.losses)
         if step % opt["log_every"] == 0 or step == steps:
-            rows[step] = log_row(step, result, pairs, lrs, time.perf_counter() - started,
-                                 examples_per_step, procs.device)
-            say("%s", clock.line(step, result.losses["loss"], examples_per_step))
+            rows[step] = log_row(step, result, window.take(), pairs, lrs,
+                                 time.perf_counter() - started, examples_per_step, procs.device)
+            say("%s", clock.line(step, rows[step]["loss"], examples_per_step))
         if step % opt["eval_every"] == 0 or step == steps:
             rows.setdefault(step, {"step": step}).update(evaluate(step, progress))
+        if step in rows:
+            board.write(rows[step])
         if step % opt["checkpoint_every"] == 0 or step == steps:
             progress.log_rows = [rows[s] for s in sorted(rows)]
+            progress.loss_window = window.state()
             rng_states = distributed.gather_objects(ckpt.rng_state())
             if procs.is_main:  # the log first: a checkpoint's rows are always on disk
                 write_log(progress.log_rows, job.log, _log_settings(job))

@@ -286,3 +286,13 @@ def test_a_deeply_nested_json_line_is_one_line_naming_it(capsys, work, roots, fi
     settings = beir_folder(work / "in", **{file.split(".")[0]: line})
     refused(capsys, roots, *data(settings, work / "out"),
             expect=(f"{work / 'in' / file}:1", "nested too deeply"))
+
+
+@pytest.mark.parametrize("grade", [b"65536", b"-100000000", b"999999999"])
+def test_a_relevance_grade_scoring_could_not_afford_is_refused(capsys, work, roots, grade):
+    """The data stage took 999999999, which evaluate then costs 8 GB of trec_eval's memory
+    for (lead.schemas.MAX_RELEVANCE): refused here, before any training."""
+    settings = small_files(work / "in", qrels=b"q0 Q0 p0 1\nq0 Q0 p1 " + grade + b"\n")
+    refused(capsys, roots, *data(settings, work / "out"), expect=(
+        f"{work / 'in' / 'qrels.txt'}:2: relevance grade {int(grade)} is outside "
+        "-65535..65535",))

@@ -88,3 +88,27 @@ def test_a_split_name_that_would_leave_the_output_is_refused(capsys, work, roots
         settings["eval_splits"] = [name]
     line = refused(capsys, roots, *data(settings, work / "out" / "data"))
     assert repr(name) in line and ("config key dataset." in line or "split name" in line)
+
+
+MSMARCO = json.dumps({"source": "msmarco-passage",
+                      "msmarco": {"base_url": "http://127.0.0.1:9/unreachable"}})
+
+
+@pytest.mark.parametrize("where", ["--cache a file", "--cache under a file", "$LEAD_CACHE a file"])
+@pytest.mark.parametrize("stage", ["download", "data"])
+def test_a_download_cache_where_a_file_stands_is_one_line(capsys, monkeypatch, work, roots, stage,
+                                                          where):
+    """It used to end in NotADirectoryError with status 1 (nothing is fetched: the cache is
+    checked first)."""
+    blocker = work / "a-file"
+    blocker.write_text("not a folder\n")
+    cache = blocker / "cache" if where == "--cache under a file" else blocker
+    if where == "$LEAD_CACHE a file":
+        monkeypatch.setenv("LEAD_CACHE", str(blocker))
+        options = []
+    else:
+        options = ["--cache", cache]
+    argv = ["download", "--settings", MSMARCO] if stage == "download" else [
+        "data", "--settings", MSMARCO, "--out", work / "out"]
+    refused(capsys, roots, *argv, *options,
+            expect=(f"{blocker}: is a file, so the download cache {cache} cannot be a folder",))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import unicodedata
 from pathlib import Path
 
 import pyarrow as pa
@@ -97,3 +98,25 @@ def test_train_and_test_built_from_the_same_judgments_are_refused(capsys, work, 
         train = work / "in" / "train.txt"
     local["queries"]["train"], local["qrels"]["train"] = local["queries"]["test"], str(train)
     refused(capsys, roots, *data(settings, work / "out"), expect=("leakage",))
+
+
+NFC, NFD = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+
+
+@pytest.mark.parametrize("which", ["document", "query"])
+def test_an_unknown_id_that_only_differs_by_normalisation_names_its_twin(capsys, work, roots,
+                                                                          which):
+    """`café` written two ways prints the same: the refusal shows both code point sequences
+    (for a document, the corpus is searched for its twin)."""
+    if which == "document":
+        settings = small_files(work / "in", corpus=f"{NFC}\tsome text\np1\tother\n".encode(),
+                               qrels=f"q0 Q0 {NFD} 1\nq0 Q0 p1 1\n".encode())
+        where = f"the corpus ({work / 'in' / 'corpus.tsv'})"
+    else:
+        settings = small_files(work / "in", queries=f"{NFC}\ta query\n".encode(),
+                               qrels=f"{NFD} Q0 p0 1\n".encode())
+        where = str(work / "in" / "queries.tsv")
+    refused(capsys, roots, *data(settings, work / "out"), expect=(
+        f"{work / 'in' / 'qrels.txt'}:1: {which} {NFD!r} is not in {where}; it has {NFC!r}, the "
+        "same text in another Unicode normalisation (U+0063 U+0061 U+0066 U+0065 U+0301 here, "
+        "U+0063 U+0061 U+0066 U+00E9 there)",))

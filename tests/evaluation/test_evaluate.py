@@ -407,7 +407,8 @@ def test_cli_evaluates_trec_files_at_the_defaults_of_a_depth(tmp_path, capsys):
 def test_evaluate_writes_none_of_its_files_unless_all_can_be(capsys, work, roots, artifacts,
                                                              existing):
     out = work / "metrics"
-    (out / existing).mkdir(parents=True)
+    (out / existing).mkdir(parents=True)  # a folder of the user's where an output would go
+    (out / existing / "notes.txt").write_text("the user's\n")
     refused(capsys, roots, "evaluate", "--run", artifacts / "run.parquet", "--qrels",
             artifacts / "data" / "qrels" / "test.parquet", "--out", out,
             expect=(str(out), f"did not write ({existing})"))

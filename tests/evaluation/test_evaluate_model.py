@@ -234,6 +234,9 @@ def test_the_output_folder_says_what_it_holds_and_never_names_its_temporary(fold
     assert {p.name for p in parquets} >= {"run.parquet", "summary.parquet", "per_query.parquet"}
     for path in parquets:
         assert temporary not in json.dumps(read_provenance(path)), path.name
+    assert read_provenance(scored / "summary.parquet")["run"] == str(scored / "run.parquet")
+    assert read_provenance(scored / "summary.parquet")["qrels"] == (
+        f"{TINY / 'qrels.test.tsv'} (test)")
     texts = [p for p in scored.rglob("*") if p.is_file() and p.suffix != ".parquet"]
     assert {"model.json", "arguments.json", "run.trec", "summary.md"} <= {p.name for p in texts}
     for path in texts:
@@ -242,6 +245,18 @@ def test_the_output_folder_says_what_it_holds_and_never_names_its_temporary(fold
     tags = {line.split()[5] for line in (scored / "run.trec").read_text().splitlines()}
     assert tags == {"st-model"}
 
+
+
+def test_the_provenance_names_the_judgments_of_any_collection():
+    """evaluate_model takes any dataset section (benchmarks/zero_shot.py passes the embedded
+    default's): the judgments are named by their BEIR folder, qrels file or source."""
+    from lead.evaluation.evaluate_model import _judgments
+
+    assert _judgments({"source": "embedded"}, "test") == "embedded"
+    assert _judgments({"source": "beir", "beir": {"path": "/data/scifact"}}, "test") == (
+        "/data/scifact")
+    assert _judgments({"source": "tsv", "local": {"corpus": "c.tsv", "qrels": {
+        "dev": "qrels.dev.tsv"}}}, "dev") == "qrels.dev.tsv"
 
 # Hostile input: each refusal is one line naming the culprit, and changes no file (hostile.py).
 

@@ -124,12 +124,16 @@ def test_methods_over_seeds_and_tests_across_seeds_by_hand(tmp_path, inputs):
     assert "| none | 3 | 50.00 ± 1.00 |" in text
     assert "| response | 3 | 56.00 ± 1.00 |" in text
     # lead - none by seed: 10, 11, 9 -> mean 10, sd 1; t = 10 / (1 / sqrt 3) = 17.32 with
-    # 2 dof: p = 0.00332; all three differences positive: sign flips p = 2 / 2^3 = 0.25
+    # 2 dof: p = 0.00332; all three differences positive: sign flips p = 2 / 2^3 = 0.25.
+    # Detectable with 80% power over 3 seeds: 3.264 sd = 3.26 points (noncentral t, 2 dof)
     assert ("| main | test | nDCG@10 | lead | none | 3 | 60.00 ± 2.00 | 50.00 ± 1.00 "
-            "| +10.00 ± 1.00 | 0.00332 * | 0.25 |") in text
-    # lead - response: 5, 6, 1 -> mean 4, sd sqrt(7) = 2.65; t = 2.619, p = 0.120
+            "| +10.00 ± 1.00 | 0.00332 * | 0.25 | 3.26 |") in text
+    # lead - response: 5, 6, 1 -> mean 4, sd sqrt(7) = 2.65; t = 2.619, p = 0.120;
+    # detectable: 3.26404 x 2.64575 = 8.64 points, more than the +4.00 measured
     assert ("| main | test | nDCG@10 | lead | response | 3 | 60.00 ± 2.00 | 56.00 ± 1.00 "
-            "| +4.00 ± 2.65 | 0.12 | 0.25 |") in text
+            "| +4.00 ± 2.65 | 0.12 | 0.25 | 8.64 |") in text
+    assert "| p (sign flips) | detectable Δ (80% power) |" in text
+    assert "Detectable Δ (80% power): the smallest true mean difference" in text
     assert ("lead − response on main test nDCG@10: +4.00 points over 3 seeds (p = 0.12): "
             "no significant difference.") in text
     assert "lead − none on main test nDCG@10: +10.00 points over 3 seeds (p = 0.00332): " \
@@ -157,6 +161,40 @@ def test_variants_are_compared_with_lead(tmp_path, inputs):
     # k2 - lead: -1, -2, +3 -> mean 0 (shown with its sign)
     assert "| main | test | nDCG@10 | k2 | lead | 3 |" in text
     assert "| k2 | 3 | 60.00 ± 1.00 |" in text
+
+
+def test_one_seed_has_no_test_and_no_detectable_difference(tmp_path, inputs):
+    models = ["student-none-s1", "student-lead-s1"]
+    text = report(tmp_path, inputs, models=models)
+    # lead - none at seed 1: 60 - 50; no sd, no t-test, nothing to size a test with
+    assert ("| main | test | nDCG@10 | lead | none | 1 | 60.00 | 50.00 | +10.00 | n/a | 1 "
+            "| n/a |") in text
+
+
+def test_lead_is_tested_against_the_peers_recipes_too(tmp_path, inputs):
+    roots, _ = inputs
+    extra = {"student-marginmse-s1": 0.57, "student-marginmse-s2": 0.58,
+             "student-marginmse-s3": 0.59, "student-groupkl-s1": 0.61,
+             "student-groupkl-s2": 0.60, "student-groupkl-s3": 0.62}
+    NDCG.update(extra)
+    try:
+        for split in ("test", "dl19"):
+            write_metrics(roots["main"], split, "RR@10" if split == "test" else "RR(rel=2)@10",
+                          models=list(extra))
+        write_metrics(roots["other"], "test", "RR@10", models=list(extra))
+        text = report(tmp_path, inputs, models=[*MODELS, *extra])
+    finally:
+        for model in extra:
+            del NDCG[model]
+    across = text.split("## Tests across seeds", 1)[1].split("## Tests over the queries", 1)[0]
+    rows = [line.split(" | ")[3:5] for line in across.splitlines()
+            if line.startswith("| main | test |")]
+    # LEAD is A against every baseline, in lead.methods.BASELINES order; never the reverse
+    assert rows == [["lead", "response"], ["lead", "none"], ["lead", "marginmse"],
+                    ["lead", "groupkl"]]
+    # lead - marginmse: 3, 4, -1 -> +2.00 ± 2.65; lead - groupkl: -1, 2, -4 -> -1.00 ± 3.00
+    assert "| lead | marginmse | 3 | 60.00 ± 2.00 | 58.00 ± 1.00 | +2.00 ± 2.65 |" in across
+    assert "| lead | groupkl | 3 | 60.00 ± 2.00 | 61.00 ± 1.00 | -1.00 ± 3.00 |" in across
 
 
 def test_report_plots_and_is_byte_identical_on_rerun(tmp_path, inputs):

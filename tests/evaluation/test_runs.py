@@ -120,3 +120,23 @@ def test_ranks_that_contradict_scores_are_refused(capsys, work, roots, qrels_1_2
             if stage == "evaluate" else ["export-trec", "--run", run, "--out", work / "o.trec",
                                          "--tag", "t"])
     refused(capsys, roots, *argv, expect=(where, "ranks must follow descending scores"))
+
+
+@pytest.mark.parametrize(("grade", "form"), [
+    ("1e20", "trec"), ("99999999999999999999", "trec"), ("3000000000", "trec"), ("65536", "trec"),
+    ("65536", "parquet"), ("-2000000000", "parquet")])
+def test_a_relevance_grade_out_of_range_is_refused(capsys, work, roots, grade, form):
+    """trec_eval allocates memory for every grade up to the largest judged: 3e9 made evaluate
+    allocate 24 GB and be killed; 1e20 wrapped to a negative int64 and silently judged the
+    document not relevant."""
+    qrels = work / "qrels.txt"
+    qrels.write_text(f"q1 0 d1 1\nq1 0 d2 {grade}\n")
+    where = f"{qrels}:2: relevance"
+    if form == "parquet":
+        qrels = write_parquet(pd.DataFrame({"query_id": ["q1", "q1"], "doc_id": ["d1", "d2"],
+                                            "relevance": [1, int(grade)]}),
+                              work / "qrels.parquet")
+        where = f"{qrels} (row 1, column 'relevance')"
+    run = trec_run(work / "run.trec", [("q1", "d2", 1, 2.0), ("q1", "d1", 2, 1.0)])
+    refused(capsys, roots, "evaluate", "--run", run, "--qrels", qrels, "--out", work / "m",
+            expect=(where, "is outside -65535..65535"))

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from hostile import refused, run_stage
 from run_files import write_parquet
 
 from lead.__main__ import main
 from lead.errors import DataError, LeadError
-from lead.evaluation.significance import MAX_SEEDS, compare, compare_seeds
+from lead.evaluation.significance import (
+    MAX_SEEDS,
+    compare,
+    compare_seeds,
+    detectable_difference,
+)
 
 
 def per_query_frame(values: list[float], measure: str = "nDCG@10") -> pd.DataFrame:
@@ -128,3 +137,134 @@ def test_seeds_must_match():
         compare_seeds(many, many)
     with pytest.raises(LeadError, match="finite"):
         compare_seeds({1: math.nan, 2: 0.3}, {1: 0.2, 2: 0.2})
+
+
+# detectable_difference: the paired t-test's minimum detectable difference (noncentral t)
+Z_NORMAL = 1.959963984540054 + 0.8416212335729143  # z_{0.975} + z_{0.8}
+
+
+def test_detectable_difference_tends_to_the_normal_approximation_for_many_seeds():
+    for n, tolerance in ((1000, 2e-3), (10_000, 2e-4)):
+        normal = Z_NORMAL * 2.0 / math.sqrt(n)
+        assert detectable_difference(2.0, n) == pytest.approx(normal, rel=tolerance)
+    # with few seeds the t-test needs far more: 3.26 sd at n = 3 (normal: 1.62 sd)
+    assert detectable_difference(1.0, 3) == pytest.approx(3.264, abs=1e-3)
+    assert Z_NORMAL / math.sqrt(3) == pytest.approx(1.617, abs=1e-3)
+    for n in (2, 3, 10, 100):
+        assert detectable_difference(1.0, n) > Z_NORMAL / math.sqrt(n)
+
+
+def test_detectable_difference_matches_published_sample_sizes():
+    # G*Power (Faul et al. 2007) and R's pwr.t.test(type = "paired"), alpha 0.05 two-sided,
+    # power 0.8: effect size dz = 0.5 needs n = 34 (pwr: 33.37), dz = 1 needs n = 10.
+    assert detectable_difference(1.0, 33) > 0.5 > detectable_difference(1.0, 34)
+    assert detectable_difference(1.0, 9) > 1.0 > detectable_difference(1.0, 10)
+    # power 0.95: dz = 0.5 needs n = 54 (G*Power)
+    assert (detectable_difference(1.0, 53, power=0.95) > 0.5
+            > detectable_difference(1.0, 54, power=0.95))
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 10])
+def test_paired_t_tests_at_the_detectable_difference_reject_with_the_asked_power(n):
+    from scipy.stats import ttest_rel
+
+    sd = 1.3
+    delta = detectable_difference(sd, n)
+    rng = np.random.default_rng(20240607 + n)
+    experiments = 20_000  # the rejection rate's standard error: 0.003
+    b = rng.normal(30.0, 1.0, size=(experiments, n))
+    a = b + rng.normal(delta, sd, size=(experiments, n))
+    rejected = ttest_rel(a, b, axis=1).pvalue < 0.05
+    assert rejected.mean() == pytest.approx(0.8, abs=0.02)
+    # half that difference is detected far less often
+    half = ttest_rel(b + rng.normal(delta / 2, sd, size=(experiments, n)), b, axis=1).pvalue
+    assert (half < 0.05).mean() < 0.6
+
+
+def test_detectable_difference_shrinks_with_seeds_and_scales_with_the_sd():
+    values = [detectable_difference(1.0, n) for n in range(2, 17)]
+    assert all(later < earlier for earlier, later in itertools.pairwise(values))
+    assert detectable_difference(2.5, 4) == pytest.approx(2.5 * detectable_difference(1.0, 4))
+    assert detectable_difference(1.0, 4, power=0.9) > detectable_difference(1.0, 4)
+    assert detectable_difference(1.0, 4, alpha=0.01) > detectable_difference(1.0, 4)
+    assert detectable_difference(0.0, 3) == 0.0
+
+
+def test_detectable_difference_refuses_what_has_no_answer():
+    for args, match in (((1.0, 1), "n >= 2"), ((1.0, 2.5), "n >= 2"),
+                        ((math.nan, 3), "finite"), ((-1.0, 3), "finite"),
+                        ((1.0, 3, 0.05, 0.04), "alpha < power"),
+                        ((1.0, 3, 0.05, 1.0), "alpha < power")):
+        with pytest.raises(ValueError, match=match):
+            detectable_difference(*args)
+
+
+# Hostile input: each refusal is one line naming the culprit, and changes no file (hostile.py).
+
+
+def _scored(capsys, work: Path, name: str, qrels: str, level: int = 1) -> Path:
+    """per_query.parquet of one run scored by `lead evaluate` against `qrels` (TREC text)."""
+    (work / f"{name}.qrels").write_text(qrels)
+    run = work / "run.trec"
+    run.write_text("".join(f"q{q} Q0 d{d} {d + 1} {10 - d} t\n" for q in range(3)
+                           for d in range(3)))
+    status, err = run_stage(capsys, "evaluate", "--run", run, "--qrels", work / f"{name}.qrels",
+                            "--out", work / name, "--relevance-level", level, "--measures",
+                            "RR@10")
+    assert status == 0, err
+    return work / name / "per_query.parquet"
+
+
+QRELS = "q0 0 d0 2\nq1 0 d1 1\nq2 0 d2 2\n"
+
+
+@pytest.mark.parametrize("other", ["other judgments", "another relevance level"])
+def test_compare_refuses_files_scored_on_other_judgments(capsys, work, roots, other):
+    """Per-query values against different qrels (or levels) agree on nothing a paired test
+    measures; compare used to test them anyway."""
+    a = _scored(capsys, work, "a", QRELS)
+    if other == "other judgments":
+        b = _scored(capsys, work, "b", QRELS.replace("d1 1", "d0 1"))
+        expect = (f"{b}: was scored against other judgments ({work / 'b.qrels'}) than {a} "
+                  f"({work / 'a.qrels'})",)
+    else:
+        b = _scored(capsys, work, "b", QRELS, level=2)
+        expect = (f"{b}: was scored at relevance level 2, {a} at 1",)
+    refused(capsys, roots, "compare", "--per-query", a, b, "--measure", "RR@10", "--out",
+            work / "c.parquet", expect=expect)
+    same = _scored(capsys, work, "same", QRELS)  # the same judgments from another file: fine
+    status, err = run_stage(capsys, "compare", "--per-query", a, same, "--measure", "RR@10",
+                            "--out", work / "c.parquet")
+    assert status == 0, err
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_compare_names_an_empty_per_query_file(capsys, work, roots, which):
+    files = [_scored(capsys, work, "a", QRELS), work / "empty.parquet"]
+    files[1].write_bytes(b"")
+    files = files[::-1] if which else files
+    refused(capsys, roots, "compare", "--per-query", *files, "--measure", "RR@10", "--out",
+            work / "c.parquet", expect=(f"{work / 'empty.parquet'}: not a readable parquet file",))
+
+
+def test_an_exact_test_over_many_queries_runs_in_bounded_memory():
+    """Asking for 2^20 permutations over 20 queries enumerates every sign vector: all at once
+    they took 170 MB (GBs from 22 queries, a MemoryError or a killed process); in chunks,
+    the same p value in a few MB."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    a, b = per_query_frame(list(rng.random(20))), per_query_frame(list(rng.random(20)))
+    tracemalloc.start()
+    try:
+        result = compare(a, b, "nDCG@10", permutations=2**20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result["exact"] and result["permutations"] == 2**20
+    assert peak < 40 * 2**20, f"peak {peak / 2**20:.0f} MB"
+    differences = (a["value"] - b["value"]).to_numpy()
+    signs = 1 - 2 * ((np.arange(2**20)[:, None] >> np.arange(20)) & 1)  # the unchunked count
+    observed = abs(differences.mean())
+    expected = np.count_nonzero(np.abs(signs @ differences) / 20 >= observed - 1e-12) / 2**20
+    assert result["p_permutation"] == expected

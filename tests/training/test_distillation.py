@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import socket
+from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from tiny_models import TEXTS, batch, make_model, make_tokenizer, spread_weights
 from training_world import (
     TIMING,
@@ -22,19 +26,25 @@ from lead.errors import ConfigError
 from lead.losses import (
     contrastive_loss,
     gold_labels,
+    group_kl,
     lead_layer_loss,
+    margin_mse,
     own_group,
     response_kl,
     reverse_kl,
 )
-from lead.modeling.encoders import load_encoder
+from lead.methods import METHODS, terms_of
+from lead.modeling.encoders import collate, load_encoder
 from lead.training.distillation import DistillationObjective
+from lead.training.objective import Batching
 
 GROUP = 2
 PAIRS = [(1, 1), (3, 2)]
 QUERIES = ["what does a student learn", "how do rivers reach the sea", "one vector per token"]
 PASSAGES = TEXTS[:6]  # 3 queries x (1 positive + 1 negative)
-TERMS = ("student_ce", "teacher_ce", "response_kl", "reverse_kl", "layer")
+TERMS = ("student_ce", "teacher_ce", "response_kl", "margin_mse", "group_kl", "reverse_kl",
+         "layer")
+PEERS = {"marginmse": ("margin_mse", margin_mse), "groupkl": ("group_kl", group_kl)}
 
 
 def setup(models, teacher_kind="dual", method="lead", **settings):
@@ -94,6 +104,90 @@ def test_coefficients_and_the_layer_coefficient_scale_their_terms(models):
     torch.testing.assert_close(output.loss.detach(), expected)
 
 
+@pytest.mark.parametrize("trainable", [False, True])
+@pytest.mark.parametrize("method", list(METHODS))
+def test_each_method_computes_exactly_its_terms(models, method, trainable):
+    objective, batches = setup(models, method=method, teacher_trainable=trainable)
+    output = run(objective, batches, pairs=PAIRS if "layer" in METHODS[method].terms else [])
+    assert tuple(output.components) == terms_of(method, trainable)  # the log's column order
+    torch.testing.assert_close(output.loss.detach(), sum(output.components.values()))
+
+
+@pytest.mark.parametrize("method", list(PEERS))
+def test_the_peers_terms_cover_each_querys_own_group_only(models, method):
+    term, loss = PEERS[method]
+    # temperature 2: group_kl divides both sides and scales by T² (sentence-transformers)
+    objective, batches = setup(models, method=method, teacher_trainable=False, temperature=2.0)
+    output = run(objective, batches, pairs=[])
+    with torch.no_grad():
+        s_full, _ = dual_scores(objective.student, *batches[:2], [])
+        t_full, _ = dual_scores(objective.teacher, *batches[2:], [])
+    assert s_full.shape == (3, 6)  # every passage of the batch is scored...
+    s_group, t_group = own_group(s_full, GROUP), own_group(t_full, GROUP)
+    # ...and the term reads each query's own positive and negative: columns 2j, 2j + 1
+    assert s_group.tolist() == [[s_full[j, 2 * j].item(), s_full[j, 2 * j + 1].item()]
+                                for j in range(3)]
+    options = {"temperature": 2.0} if term == "group_kl" else {}
+    expected = loss(t_group, s_group, **options)
+    assert expected.item() > 1e-6
+    labels = gold_labels(3, GROUP)
+    assert output.components.keys() == {"student_ce", term}
+    torch.testing.assert_close(output.components[term], expected)
+    torch.testing.assert_close(output.components["student_ce"], contrastive_loss(s_full, labels))
+    # the in-batch candidates change nothing: another query's passages are not in the group
+    if term == "group_kl":
+        assert not torch.isclose(expected, group_kl(t_full, s_full, temperature=2.0))
+
+
+@pytest.mark.parametrize("method", list(PEERS))
+def test_a_peers_recipe_alone_is_student_ce_weighted_zero(models, method):
+    term, _ = PEERS[method]
+    objective, batches = setup(models, method=method, teacher_trainable=False,
+                               coefficients={"student_ce": 0.0, term: 0.5})
+    output = run(objective, batches, pairs=[])
+    assert output.components.keys() == {term}
+    torch.testing.assert_close(output.loss.detach(), 0.5 * output.components[term])
+
+
+@pytest.mark.parametrize("method", list(PEERS))
+def test_the_peers_with_a_cross_encoder_teacher_use_its_own_group_scores(models, method):
+    term, loss = PEERS[method]
+    objective, batches = setup(models, teacher_kind="cross", method=method)
+    output = run(objective, batches, pairs=[])
+    with torch.no_grad():
+        t_final, _ = objective.teacher.score_groups(*batches[2:], GROUP, [])
+        s_full, _ = dual_scores(objective.student, *batches[:2], [])
+    assert t_final.shape == (3, GROUP)
+    torch.testing.assert_close(output.components[term], loss(t_final, own_group(s_full, GROUP)))
+
+
+def test_own_groups_are_read_from_this_processs_slice_of_the_global_candidates(models):
+    objective, _ = setup(models, method="marginmse")
+    # rank 1 of 2, 2 local queries in groups of 3: its passages are the global columns 6..11
+    scores = torch.arange(2 * 12, dtype=torch.float64).view(2, 12)
+    batching = Batching(num_queries=2, group_size=3, share=0.5, offset=6, world_size=2)
+    assert objective._own_groups(scores, batching).tolist() == [[6, 7, 8], [21, 22, 23]]
+
+
+def test_the_peers_need_hard_negatives(models):
+    student, teacher = load_encoder(models["student"]), load_encoder(models["dual"])
+    for method in ("none", "response", *PEERS):
+        job = SimpleNamespace(method=method, distillation={},
+                              optimisation={"negatives_per_query": 0, "seed": 1,
+                                            "gradient_scale": "release"})
+        if method in PEERS:
+            with pytest.raises(ConfigError, match=f"'{method}'.*negatives_per_query >= 1"):
+                DistillationObjective.build(job, student, teacher)
+        else:
+            DistillationObjective.build(job, student, teacher)
+    objective, batches = setup(models, method="groupkl")
+    student_q, student_p, teacher_q, teacher_p = batches
+    first = {key: value[::2] for key, value in student_p.items()}  # positives only: g = 1
+    first_t = {key: value[::2] for key, value in teacher_p.items()}
+    with pytest.raises(ValueError, match="hard negative"):
+        objective(student_q, first, teacher_q, first_t, group_size=1)
+
+
 def test_response_method_has_no_layer_term_and_none_no_teacher(models):
     objective, batches = setup(models, method="response")
     assert run(objective, batches).components.keys() == {
@@ -123,6 +217,8 @@ def expected_flow(term, trainable, detach):
         "student_ce": True,
         "teacher_ce": False,
         "response_kl": True,
+        "margin_mse": True,
+        "group_kl": True,
         "reverse_kl": not detach,
         "layer": True,
     }[term]
@@ -130,6 +226,8 @@ def expected_flow(term, trainable, detach):
         "student_ce": False,
         "teacher_ce": True,
         "response_kl": trainable and not detach,
+        "margin_mse": trainable and not detach,
+        "group_kl": trainable and not detach,
         "reverse_kl": True,
         "layer": trainable and not detach,
     }[term]
@@ -145,12 +243,13 @@ def test_gradients_reach_the_teacher_exactly_when_the_switches_allow(
     coefficients = {name: float(name == term) for name in TERMS}
     settings = {"teacher_trainable": trainable, "detach_teacher_targets": detach,
                 "coefficients": coefficients}
+    method = next((m for m, (peer, _) in PEERS.items() if peer == term), "lead")
     expected = expected_flow(term, trainable, detach)
     if expected is None:
         with pytest.raises(ConfigError, match="coefficient 0"):
-            setup(models, **settings)
+            setup(models, method=method, **settings)
         return
-    objective, batches = setup(models, **settings)
+    objective, batches = setup(models, method=method, **settings)
     output = run(objective, batches)
     assert output.components.keys() == {term}
     output.loss.backward()
@@ -241,14 +340,16 @@ def _layer_vectors(model, batch_):
     return torch.stack([reps.layers[i] for i in layers], dim=1)
 
 
-@pytest.mark.parametrize("method", ["response", "lead"])
+@pytest.mark.parametrize("method", ["response", "lead", *PEERS])
 def test_a_frozen_teachers_cached_layers_give_the_live_teachers_loss(models, method):
     objective, batches = setup(models, method=method, teacher_trainable=False)
     teacher = objective.teacher
     with torch.no_grad():
         cached = (_layer_vectors(teacher, batches[2]), _layer_vectors(teacher, batches[3]))
-    live = run(objective, batches)
-    from_cache = objective(*batches[:2], *cached, layer_pairs=PAIRS, group_size=GROUP)
+    pairs = PAIRS if method == "lead" else []
+    live = run(objective, batches, pairs=pairs)
+    from_cache = objective(*batches[:2], *cached, layer_pairs=pairs, group_size=GROUP)
+    assert live.components.keys() == set(terms_of(method, teacher_trainable=False))
     assert live.components.keys() == from_cache.components.keys()
     for name, value in live.components.items():
         torch.testing.assert_close(from_cache.components[name], value, atol=1e-5, rtol=1e-5)
@@ -304,10 +405,11 @@ def test_cosine_models_are_scored_as_trained_and_their_layers_as_configured(
     torch.testing.assert_close(output.components["layer"], layer)
 
 
-def test_loss_terms_are_fp32_under_bf16_autocast(models):
-    objective, batches = setup(models)
+@pytest.mark.parametrize("method", ["lead", *PEERS])
+def test_loss_terms_are_fp32_under_bf16_autocast(models, method):
+    objective, batches = setup(models, method=method)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        output = run(objective, batches)
+        output = run(objective, batches, pairs=PAIRS if method == "lead" else [])
     assert output.loss.dtype == torch.float32
     assert all(value.dtype == torch.float32 for value in output.components.values())
 
@@ -318,6 +420,10 @@ def test_loss_terms_are_fp32_under_bf16_autocast(models):
     [
         ("none", {}, {"loss", "student_ce"}),
         ("response", {"teacher_trainable": False}, {"loss", "student_ce", "response_kl"}),
+        ("marginmse", {"teacher_trainable": False}, {"loss", "student_ce", "margin_mse"}),
+        # a peer's recipe alone
+        ("groupkl", {"teacher_trainable": False, "coefficients": {"student_ce": 0.0}},
+         {"loss", "group_kl"}),
     ],
 )
 def test_baselines_train_only_what_their_method_says(world, tmp_path, method, settings, columns):
@@ -354,3 +460,71 @@ def test_lead_takes_its_layer_scores_from_the_same_forward_pass_as_response(worl
                    accumulation=1)
         counts[method] = len(calls)
     assert counts == {"response": 4, "lead": 4}
+
+
+# Data parallelism: the peers' terms read each process's own slice of the global candidates.
+DP_QUERIES = [*QUERIES, "which passage answers the query"]
+DP_GROUP = 3
+
+
+def _dp_run(models, method: str, rows: slice) -> tuple[float, dict]:
+    """The peer's term alone (both models trained) on `rows` of the 4 queries, its loss and
+    gradients averaged over the processes as DistributedDataParallel averages them."""
+    term, _ = PEERS[method]
+    student, teacher = load_encoder(models["student"]), load_encoder(models["dual"])
+    coefficients = {name: float(name == term) for name in TERMS}
+    objective = DistillationObjective(student, teacher, method, {"coefficients": coefficients},
+                                      gradient_scale="exact").eval()
+    objective.double()
+    passages = [f"{TEXTS[(3 * i + j) % len(TEXTS)]} {'more words ' * j}"
+                for i in range(len(DP_QUERIES)) for j in range(DP_GROUP)]
+    own = slice(rows.start * DP_GROUP, rows.stop * DP_GROUP)
+    batches = []
+    for model in (student, teacher):
+        queries, texts = model.tokenizer(DP_QUERIES)["input_ids"], model.tokenizer(passages)[
+            "input_ids"]
+        batches += [collate(queries[rows], model.pad_id), collate(texts[own], model.pad_id)]
+    output = objective(*batches, group_size=DP_GROUP)
+    assert output.components.keys() == {term}
+    output.loss.backward()
+    grads = {name: p.grad for name, p in objective.named_parameters() if p.grad is not None}
+    loss = output.loss.detach()
+    if dist.is_initialized():
+        for tensor in [loss, *grads.values()]:
+            dist.all_reduce(tensor)
+            tensor /= dist.get_world_size()
+    return loss.item(), grads
+
+
+def _dp_worker(rank: int, port: int, models, out) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=2)
+    try:
+        for method in PEERS:
+            for first in (2, 3):  # even and uneven splits of the 4 queries
+                rows = slice(0, first) if rank == 0 else slice(first, len(DP_QUERIES))
+                torch.save(_dp_run(models, method, rows), out / f"{method}-{first}-{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_processes_compute_the_peers_terms_of_one_process_on_the_whole_batch(
+    models, tmp_path
+):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_dp_worker, args=(port, models, tmp_path), nprocs=2, join=True)
+    for method in PEERS:
+        single_loss, single_grads = _dp_run(models, method, slice(0, len(DP_QUERIES)))
+        assert any(name.startswith("teacher.") for name in single_grads)
+        for first in (2, 3):
+            for rank in (0, 1):
+                loss, grads = torch.load(tmp_path / f"{method}-{first}-{rank}.pt")
+                assert loss == pytest.approx(single_loss, abs=1e-9), (method, first)
+                assert grads.keys() == single_grads.keys()
+                for name, grad in grads.items():
+                    torch.testing.assert_close(grad, single_grads[name], atol=1e-9, rtol=1e-7,
+                                               msg=f"{method} {first}: {name}")

@@ -68,3 +68,55 @@ def test_a_hostile_given_path_runs_no_command(tmp_path):
     assert groups.num_rows > 0 and {"d000120"} <= set(groups["negatives"].combine_chunks()
                                                       .flatten().to_pylist())
     assert not list(workdir.rglob("MARKER*")) and not list(tmp_path.rglob("MARKER*"))
+
+
+# Where the workflow reads a config otherwise than check-config: Snakemake loads the files
+# itself (plain YAML keeps a key given twice), and lead layers what they extend underneath.
+SNAKEFILE_PATH = {
+    # case: (files written into the workflow copy, snakemake's config options, what it says)
+    "a key given twice in the config file": (
+        {"case.yaml": "name: tiny\nsearch: {depth: 5}\nsearch: {depth: 9}\n"},
+        ["--configfile", "tiny.yaml", "case.yaml"], "key 'search' given twice"),
+    "a key given twice in a file it extends": (
+        {"base.yaml": "name: a\nname: b\n", "case.yaml": "extends: [base.yaml]\n"},
+        ["--configfile", "tiny.yaml", "case.yaml"], "key 'name' given twice"),
+    "an extends cycle": (
+        {"base.yaml": "extends: [case.yaml]\n", "case.yaml": "extends: [base.yaml]\n"},
+        ["--configfile", "tiny.yaml", "case.yaml"], "config key extends: a cycle"),
+    "an extended file that is missing": (
+        {"case.yaml": "extends: [missing.yaml]\n"}, ["--configfile", "tiny.yaml", "case.yaml"],
+        "missing.yaml: cannot read config"),
+    "extends given with --config": (
+        {"base.yaml": "search: {depth: 7}\n"},
+        ["--configfile", "tiny.yaml", "--config", "extends=[base.yaml]"],
+        "config key extends is read from config files only"),
+}
+
+
+@pytest.fixture(scope="module")
+def snakefile_dry_runs(tmp_path_factory) -> dict[str, tuple[int, str, Path]]:
+    started = {}
+    for case, (files, options, _) in SNAKEFILE_PATH.items():
+        workdir = copy_workflow(tmp_path_factory.mktemp("dry-run"), config_name="tiny.yaml")
+        for name, text in files.items():
+            (workdir / name).write_text(text)
+        output = (workdir / "snakemake.out").open("w")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "snakemake", "--cores", "1", "--dry-run", *options],
+            cwd=workdir, env=ENV, stdout=output, stderr=subprocess.STDOUT)
+        started[case] = (process, output, workdir)
+    done = {}
+    for case, (process, output, workdir) in started.items():
+        status = process.wait(timeout=600)
+        output.close()
+        done[case] = (status, (workdir / "snakemake.out").read_text(), workdir)
+    return done
+
+
+@pytest.mark.slow  # a Snakemake process per case
+@pytest.mark.parametrize("case", SNAKEFILE_PATH)
+def test_the_workflow_reads_config_files_as_check_config_does(snakefile_dry_runs, case):
+    status, output, workdir = snakefile_dry_runs[case]
+    assert status != 0, output
+    assert SNAKEFILE_PATH[case][2] in output and "Job stats" not in output, output
+    assert not (workdir / "results").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -280,11 +281,22 @@ def test_changing_one_variant_reruns_that_variant_only(tiny_run):
 
 
 @pytest.mark.slow
-def test_the_report_of_snakemake_holds_the_tables_and_plots(tiny_run):
+def test_the_report_of_snakemake_holds_the_description_report_tables_and_plots(tiny_run):
     snakemake(tiny_run, "--configfile", "tiny.yaml", "--report", "report.html")
     html = (tiny_run / "report.html").read_text(errors="replace")
     assert "metrics.tsv" in html and "report.md" in html
     assert "student-lead-s888" in html and "layer-weights" in html
+    # The workflow's description (workflow/report/workflow.rst, rendered with the config).
+    assert "liberal feature-based distillation" in html and "results/tiny/" in html
+    # report.md's text, rendered to HTML by the report rule and embedded as a data URI.
+    embedded = re.findall(r"data:text/html;charset=utf8;filename=report\.html;base64,"
+                          r"([A-Za-z0-9+/=]+)", html)
+    assert len(embedded) == 1
+    rendered = base64.b64decode(embedded[0]).decode()
+    assert rendered.startswith('<meta charset="utf-8">')
+    assert "<h1>LEAD distillation report</h1>" in rendered and "<table>" in rendered
+    assert "<td>student-lead-s888</td>" in rendered
+    assert rendered == (tiny_run / "results/tiny/report.html").read_text()
 
 
 def test_config_given_on_the_command_line_goes_on_top_of_the_default(tmp_path):

@@ -55,6 +55,12 @@ rule report:
             caption="../report/report.rst",
             category="Results",
         ),
+        # report.md rendered, so that `snakemake --report` shows its text (Python-Markdown).
+        html=report(
+            f"{RESULTS}/report.html",
+            caption="../report/report-html.rst",
+            category="Results",
+        ),
         tables=report(
             f"{RESULTS}/report/metrics.tsv",
             caption="../report/metrics.rst",
@@ -97,3 +103,5 @@ rule report:
         " --metrics {params.metrics:q} {params.logs:q} --splits {params.splits:q}"
         " --models {params.models:q} --out {output.report:q} --tables {output.tables:q}"
         " --plots {output.plots:q} > {log:q} 2>&1"
+        " && {{ echo '<meta charset=\"utf-8\">'; python -m markdown -o html -x tables"
+        " {output.report:q}; }} > {output.html:q} 2>> {log:q}"
