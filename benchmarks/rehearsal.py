@@ -7,8 +7,8 @@ sizes, depths, shards and stages, on generated data and tiny models (config/rehe
 3. Runs Snakemake on config/rehearsal.yaml (layered on config/msmarco-passage.yaml) and the
    collection's checksums.yaml, with the default profile or through profiles/slurm
    (`--profile slurm`: on the single-node test cluster of tests/slurm/cluster.py, which it
-   starts; needs root). A smaller collection (`--passages 20000`) runs under its own name,
-   rehearsal-20000.
+   starts; needs root). Each size and profile runs under its own name (rehearsal,
+   rehearsal-slurm, rehearsal-20000, ...).
 4. Writes the stage table (wall, CPU, peak RSS, disk written; benchmarks/stage_table.py) to
    results/<name>/stages.md and prints it.
 
@@ -64,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     if not (data / "checksums.yaml").is_file():
         print(f"generating the {size} collection into {data}", flush=True)
         rehearsal.generate(data, args.passages)
-    name = "rehearsal" if size == FULL else f"rehearsal-{size}"
+    # One results folder per size and profile: a SLURM run never resumes a local one's jobs.
+    name = "rehearsal" + ("" if size == FULL else f"-{size}") + (
+        "-slurm" if args.profile == "slurm" else "")
     command = [
         sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
         "--configfile", str(REPO / "config" / "rehearsal.yaml"), str(data / "checksums.yaml"),
