@@ -61,7 +61,8 @@ def test_the_reproduction_configs_have_the_release_values(config, tables):
     assert not wrong, f"config/{config} differs from docs/method.md: {wrong}"
 
 
-@pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "config").glob("*.yaml")))
+@pytest.mark.parametrize("config", sorted(str(p.relative_to(ROOT / "config"))
+                                          for p in (ROOT / "config").rglob("*.yaml")))
 def test_every_shipped_config_validates_and_plans_on_its_own(config):
     """A config layered on another says so (`extends`), so it runs on its own."""
     raw, resolved = layered([ROOT / "config" / config], [])

@@ -155,9 +155,16 @@ def _marker_path(dest: Path) -> Path:
 
 
 def _marker(dest: Path, record: Remote) -> dict:
-    """What a marker vouches for: this record, and the file as it was (size, mtime)."""
-    stat = dest.stat()
-    return {"record": asdict(record), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    """What a marker vouches for: this record, and the file as it was: its size and a hash of
+    its first and last MiB. Not its modification time, which Snakemake may touch after a job
+    (a verified multi-GB file would then be hashed again by every later stage)."""
+    size = dest.stat().st_size
+    sample = hashlib.sha256()
+    with dest.open("rb") as handle:
+        sample.update(handle.read(CHUNK))
+        handle.seek(max(size - CHUNK, 0))
+        sample.update(handle.read(CHUNK))
+    return {"record": asdict(record), "size": size, "sample_sha256": sample.hexdigest()}
 
 
 def _marker_matches(dest: Path, record: Remote) -> bool:

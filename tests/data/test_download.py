@@ -198,6 +198,9 @@ def test_cached_files_are_hashed_once_and_a_corrupted_one_is_deleted(tmp_path, m
                             or real_new(name))
         download(f"{server.url}/big.bin", dest, md5=hashlib.md5(PAYLOAD).hexdigest())
         assert hashed == [] and len(server.requests) == 1  # trusted through its marker
+        os.utime(dest, (1_000_000_000, 1_000_000_000))  # Snakemake touches a job's outputs
+        download(f"{server.url}/big.bin", dest, md5=hashlib.md5(PAYLOAD).hexdigest())
+        assert hashed == [] and len(server.requests) == 1  # still trusted, not hashed again
         # A record that changed is checked anew, once.
         download(f"{server.url}/big.bin", dest, md5=hashlib.md5(PAYLOAD).hexdigest(),
                  sha256=sha256(PAYLOAD))
@@ -277,6 +280,18 @@ def test_extracts_a_tar_gz_all_at_once(tmp_path):
     dest = extract(archive, tmp_path / "out")
     assert (dest / "top" / "inner" / "file.txt").read_bytes() == b"payload"
     assert extract(archive, tmp_path / "out") == dest  # already complete: kept as it is
+    assert (dest / "top" / "other.txt").exists()
+
+
+def test_an_archive_downloaded_anew_is_extracted_anew(tmp_path):
+    """An extraction stands for the archive it came from: another archive at the same path (a
+    new download, another server's file) must not be read through the old one's files."""
+    archive = _tar(tmp_path / "a.tar.gz", [tarfile.TarInfo("old.txt")])
+    dest = extract(archive, tmp_path / "out")
+    archive.unlink()
+    _tar(archive, [tarfile.TarInfo("new.txt")])
+    assert extract(archive, tmp_path / "out") == dest
+    assert (dest / "new.txt").exists() and not (dest / "old.txt").exists()
 
 
 @pytest.mark.parametrize(
