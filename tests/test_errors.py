@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from hostile import failed, refused, run_stage
+from repo import TINY_DATA
 
 from lead.io import OUTPUT_MARKER
 
@@ -182,3 +183,23 @@ def test_a_50_mb_passage_is_tokenized_in_bounded_memory(work, artifacts):
 
     lengths = [len(ids) for ids in pq.read_table(work / "tokens.parquet")["input_ids"].to_pylist()]
     assert lengths[0] == 32 and lengths[1] < 32
+
+
+@pytest.mark.parametrize(("option", "expect"), [
+    (["--measures", "nDCG@10", "MRR@ten"], "unknown measure 'MRR@ten'"),
+    (["--relevance-level", "0"], "argument --relevance-level: invalid whole number >= 1 value: "
+                                 "'0' (see python -m lead evaluate-model --help)"),
+    (["--depth", "2.5"], "argument --depth: invalid whole number >= 1 value: '2.5'"),
+])
+def test_evaluate_model_refuses_its_measures_and_level_before_encoding(
+        capsys, monkeypatch, work, roots, artifacts, option, expect):
+    """They used to be refused by the evaluation, after the collection was encoded."""
+    from lead.retrieval import encode
+
+    def never(*args, **kwargs):
+        raise AssertionError("encoded before the options were checked")
+
+    monkeypatch.setattr(encode, "encode_file", never)
+    refused(capsys, roots, "evaluate-model", "--model", artifacts / "model", "--corpus",
+            TINY_DATA / "collection.tsv", "--queries", TINY_DATA / "queries.test.tsv", "--qrels",
+            TINY_DATA / "qrels.test.tsv", "--out", work / "scored", *option, expect=(expect,))

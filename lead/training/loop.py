@@ -32,7 +32,7 @@ from lead import distributed
 from lead.distributed import Processes, init_processes
 from lead.errors import LeadError
 from lead.evaluation.measures import measure_name
-from lead.io import OUTPUT_MARKER, atomic_path, config_hash, mark_output
+from lead.io import OUTPUT_MARKER, atomic_path, config_hash, made_by, mark_output
 from lead.modeling.export import write_model_card
 from lead.training import checkpoint as ckpt
 from lead.training.data import EncoderInputs, Groups, ModelTokens, TrainingData
@@ -67,7 +67,7 @@ def train(job: TrainingJob, objective_type: type[Objective] = Objective) -> Path
 def _scratch(job: TrainingJob, procs: Processes) -> Iterator[Path]:
     """This process's scratch folder for memory-mapped rows, gone when the run ends (as is a
     checkpoint folder the run made and left empty)."""
-    made = not job.checkpoint_dir.exists()
+    made = made_by(job.checkpoint_dir) != job.command  # new, or empty (claim_output said so)
     scratch = job.scratch / f"rank-{procs.rank}"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)

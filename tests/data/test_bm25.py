@@ -60,3 +60,13 @@ def test_batched_bm25_gives_the_per_query_results_exactly(tied_index, monkeypatc
         assert len(found) == len(queries)
         for tokens, got, want in zip(queries, found, expected, strict=True):
             assert got.tolist() == want.tolist(), (tokens, block, chunk, threads)
+
+
+def test_a_depth_past_the_corpus_costs_what_the_corpus_does(tied_index):
+    """negatives.retrieve_depth 10^9 used to allocate 256 x 10^9 int32 per chunk of queries
+    (a MemoryError naming 596 GiB): no query can have more than the corpus."""
+    index, queries = tied_index
+    num_docs = int(index.retriever.scores["num_docs"])
+    deep = list(bm25.top_k(index, queries, 10**9, threads=1))
+    whole = list(bm25.top_k(index, queries, num_docs, threads=1))
+    assert all(np.array_equal(a, b) for a, b in zip(deep, whole, strict=True))
