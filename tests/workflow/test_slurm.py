@@ -462,3 +462,39 @@ def test_scheduler_down_fails_in_bounded_time_with_a_clear_message(slurm_node, t
         cluster.start()
     leftovers = [p for p in (workdir / RESULTS).rglob("*.parquet")]
     assert not leftovers
+
+
+@pytest.mark.slow
+def test_the_rehearsal_runs_through_slurm_with_downloads_and_report_local(slurm_node, tmp_path):
+    """The MS MARCO rehearsal at test size through the real profile: the downloads (which need
+    the internet a compute node may lack) and the report run on the node Snakemake runs on,
+    every other job is an sbatch job that completes."""
+    from lead.data import rehearsal
+
+    data = tmp_path / "collection"
+    rehearsal.generate(data, 2000)
+    workdir = copy_workflow(tmp_path / "workflow", str(TINY))
+    with rehearsal.serve(data) as server:
+        layer = yaml.safe_load((data / "checksums.yaml").read_text())
+        layer["extends"] = [str(REPO / "tests" / "configs" / "rehearsal.yaml")]
+        layer["dataset"]["msmarco"].update(base_url=f"{server.url}/", trec_url=f"{server.url}/",
+                                           rocketqa_url=f"{server.url}/marco.tar.gz")
+        (workdir / "rehearsal.yaml").write_text(yaml.safe_dump(layer))
+        start = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "snakemake", "--configfile", "rehearsal.yaml",
+             *ON_TEST_CLUSTER],
+            cwd=workdir, env={**os.environ, "LEAD_JOB_BOXES": "1"}, capture_output=True,
+            text=True, timeout=2 * RUN_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        run = require_success(Run(workdir, result, time.monotonic() - start))
+    print(f"\nrehearsal through SLURM: {run.wall_s:.0f} s")
+    local_rules = set(re.findall(r"^localrule (\w+):$", run.output, re.MULTILINE))
+    assert local_rules == {"all", "download", "report"}
+    records = slurm_jobs(re.search(r"SLURM run ID: (\S+)", run.output).group(1))
+    per_rule = Counter(r["Comment"].removeprefix("rule_").split("_wildcards_")[0]
+                       for r in records.values())
+    expected = job_stats(run.output)
+    for local in ("all", "download", "report"):
+        del expected[local]
+    assert per_rule == expected and {r["JobState"] for r in records.values()} == {"COMPLETED"}
+    assert (workdir / "results" / "rehearsal-test" / "report.md").exists()
