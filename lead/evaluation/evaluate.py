@@ -36,6 +36,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -254,23 +255,14 @@ def _summary_markdown(evaluation: Evaluation, num_queries: int, relevance_level:
     return "\n".join(lines) + "\n"
 
 
-def write_evaluation(
-    out_dir: str | Path,
-    run: Source,
-    qrels: Source,
-    *,
-    relevance_level: int = 1,
-    measures: Sequence[str] = DEFAULT_MEASURES,
-    recorded: Mapping[str, str] | None = None,
-) -> pd.DataFrame:
+def write_evaluation(out_dir: str | Path, run: Source, qrels: Source, **options: Any
+                     ) -> pd.DataFrame:
     """The `evaluate` stage: out_dir/{per_query.parquet, summary.md, summary.parquet}, landing
     as one set (the folder is built aside and renamed into place, an earlier evaluation of the
-    same folder replaced whole). Returns the summary."""
-    evaluation = _evaluate(run, qrels, relevance_level, measures)
+    same folder replaced whole). `options` are `evaluation_files`'. Returns the summary."""
     with atomic_path(out_dir, directory=True, made_by="evaluate") as tmp:
         tmp.mkdir()
-        _write_files(tmp, evaluation, run, qrels, relevance_level, measures, recorded)
-    return evaluation.summary
+        return evaluation_files(tmp, run, qrels, **options)
 
 
 def evaluation_files(
@@ -290,13 +282,7 @@ def evaluation_files(
     the relevance level, which `compare` checks.
     """
     evaluation = _evaluate(run, qrels, relevance_level, measures)
-    _write_files(Path(folder), evaluation, run, qrels, relevance_level, measures, recorded)
-    return evaluation.summary
-
-
-def _write_files(folder: Path, evaluation: Evaluation, run: Source, qrels: Source,
-                 relevance_level: int, measures: Sequence[str],
-                 recorded: Mapping[str, str] | None) -> None:
+    folder = Path(folder)
     num_queries = evaluation.per_query["query_id"].nunique()
     prov = provenance(
         "evaluate",
@@ -314,3 +300,4 @@ def _write_files(folder: Path, evaluation: Evaluation, run: Source, qrels: Sourc
         _summary_markdown(evaluation, num_queries, relevance_level), encoding="utf-8")
     summary_table = pa.Table.from_pydict(evaluation.summary.to_dict("list"), METRICS)
     write_table(summary_table, folder / "summary.parquet", prov)
+    return evaluation.summary
