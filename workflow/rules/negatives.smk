@@ -15,6 +15,9 @@ rule negatives:
         f"{LOGS}/negatives/initial.log",
     benchmark:
         f"{BENCHMARKS}/negatives/initial.tsv"
+    # First when cores are free: the warm-ups and everything after them wait for it, while
+    # the initial models' encodings can fill the cores at any time.
+    priority: 10
     conda:
         "../envs/lead.yaml"
     threads: 2
