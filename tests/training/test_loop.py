@@ -109,9 +109,9 @@ def _poison_from_step(monkeypatch, step: int) -> None:
     monkeypatch.setattr(Objective, "forward", forward)
 
 
-def _train_argv(world, out: Path, **optimisation) -> list[str]:
-    settings = {"optimisation": optimisation(**{"steps": 12, "checkpoint_every": 4,
-                                                 "eval_every": 4, **optimisation})}
+def _train_argv(world, out: Path, **overrides) -> list[str]:
+    settings = {"optimisation": {"steps": 12, "checkpoint_every": 4, "eval_every": 4,
+                                 **overrides}}
     return [
         "warmup", "--settings", dumps(settings), "--model", str(world["student"]),
         "--corpus-tokens", str(world["student_corpus_tokens"]),
@@ -129,15 +129,15 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(
     world, tmp_path, monkeypatch, capsys
 ):
     _poison_from_step(monkeypatch, 6)
-    assert main(_train_argv(world, tmp_path)) == 2
+    assert main(_train_argv(world, tmp_path, log_every=1)) == 2
     error = capsys.readouterr().err
     assert "non-finite loss" in error and "at step 6" in error
     checkpoint = tmp_path / "checkpoints" / CHECKPOINT_FILE
     assert torch.load(checkpoint, weights_only=True)["progress"]["step"] == 4
     assert not (tmp_path / "model").exists()
     monkeypatch.undo()
-    assert main(_train_argv(world, tmp_path)) == 0  # resumes from step 4 and finishes
-    assert read_log(tmp_path)["step"].tolist() == list(range(0, 13))
+    assert main(_train_argv(world, tmp_path, log_every=1)) == 0  # resumes from step 4
+    assert read_log(tmp_path)["step"].tolist() == list(range(0, 13))  # each step once
     assert (tmp_path / "model" / "lead.json").is_file()
 
 
