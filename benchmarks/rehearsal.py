@@ -36,6 +36,7 @@ FULL = "full"
 def load(path: Path, name: str):
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         status = subprocess.run(command + extra, cwd=args.workdir, env=env).returncode
     results = args.workdir / "results" / name
-    if status == 0 and "-n" not in extra and "--dry-run" not in extra:
+    if status == 0 and not {"-n", "--dry-run", "--unlock"} & set(extra):
         stages = load(REPO / "benchmarks" / "stage_table.py", "stage_table")
         table = stages.table(stages.read_jobs(results), per_job=True)
         (results / "stages.md").write_text(table + "\n")

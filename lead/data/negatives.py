@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -141,7 +142,10 @@ def bm25_groups(
 
     positives = read_positives(qrels)
     query_table = read_table(queries, schemas.QUERIES)
+    started = time.perf_counter()
     index = bm25.build_index(Path(corpus), k1, b)
+    log.info("BM25 index: %d passages, %d postings, in %.0f s", len(index.doc_ids),
+             len(index.retriever.scores["data"]), time.perf_counter() - started)
     query_ids = query_table.column("query_id").to_pylist()
     query_tokens = index.tokenize(pc.fill_null(query_table.column("text"), "").to_pylist())
     # Only judged queries with a known word are searched; the others have no candidates.
@@ -151,7 +155,10 @@ def bm25_groups(
                                if s], retrieve_depth, threads)
     ranked = ((query_id, index.doc_ids[next(found)].tolist() if s else [])
               for query_id, s in zip(query_ids, searched, strict=True))
+    started = time.perf_counter()
     groups, counts = _assemble(ranked, positives, depth, source=Path(queries), strict=strict)
+    log.info("BM25 search: %d queries, top %d, in %.0f s", sum(searched), retrieve_depth,
+             time.perf_counter() - started)
     settings = {"source": "bm25", "depth": depth, "retrieve_depth": retrieve_depth,
                 "bm25": {"k1": k1, "b": b, "stopwords": bm25.STOPWORDS, "stemmer": None}}
     return _write_groups(out, groups, counts, settings)
