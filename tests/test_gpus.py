@@ -30,8 +30,10 @@ def _job(tmp_path: Path, name: str, count: int, env: dict) -> subprocess.Popen:
 
 
 def _wait_for(path: Path, process: subprocess.Popen) -> str:
-    while not path.exists():
-        assert process.poll() is None, "the job ended before writing its devices"
+    """The devices the job wrote: the file exists, with its text (it is created empty first)."""
+    while not (path.exists() and path.read_text()):
+        if process.poll() is not None:  # it may have written just before it ended
+            assert path.exists() and path.read_text(), "the job ended before writing its devices"
         time.sleep(0.02)
     return path.read_text()
 

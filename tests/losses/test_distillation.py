@@ -259,7 +259,7 @@ def test_margin_mse_is_sentence_transformers_margin_mse_loss(sentence_transforme
     loss = MarginMSELoss(student, similarity_fct=similarity_fct)
     theirs = loss(_columns(student), labels)
     ours = margin_mse(teacher_scores, _own_group_scores(student, normalize=cosine))
-    assert theirs.item() > 1e-4  # a real difference between the models' margins
+    assert theirs.item() > 1e-6  # a real difference between the models' margins
     assert ours.item() == pytest.approx(theirs.item(), abs=1e-6, rel=0)
     assert ours.item() == pytest.approx(theirs.item(), rel=1e-9)  # fp64: far closer still
     # labels given as the teacher's margins, the other form it takes: the same loss
