@@ -21,9 +21,10 @@ rule negatives:
     conda:
         "../envs/lead.yaml"
     threads: 2
+    # BM25 at MS MARCO's size: 33 min on 2 shared cores, 8.9 GB (docs/rehearsal.md).
     resources:
-        runtime=60,
-        mem_mb=8000,
+        runtime=2 * 60,
+        mem_mb=12000,
     params:
         # Dense mining needs a trained retriever first: the warm-ups use BM25 negatives.
         source=(
