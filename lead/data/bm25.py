@@ -113,16 +113,18 @@ def build_index(corpus: str | Path, k1: float, b: float) -> Index:
     indices = np.empty(int(indptr[-1]), np.int32)
     data = np.empty(int(indptr[-1]), np.float32)
     cursor, first = indptr[:-1].copy(), 0
-    while batches:
-        terms, counts, per_doc = batches.pop(0)  # freed as it is scattered
-        docs = np.arange(first, first + len(per_doc))
+    pending = deque(batches)
+    del batches
+    while pending:
+        terms, counts, per_doc = pending.popleft()  # freed as it is scattered
+        last = first + len(per_doc)
         # bm25s's term-frequency component, in its float64 operations and order.
-        norm = k1 * ((1 - b) + b * doc_length[docs].astype(np.float64) / mean_length)
+        norm = k1 * ((1 - b) + b * doc_length[first:last].astype(np.float64) / mean_length)
         tf = counts.astype(np.float64)
         scores = (idf[terms] * (tf / (np.repeat(norm, per_doc) + tf))).astype(np.float32)
-        _scatter(terms, np.repeat(docs.astype(np.int32), per_doc), scores, cursor, indices,
-                 data)
-        first += len(per_doc)
+        docs = np.repeat(np.arange(first, last, dtype=np.int32), per_doc)
+        _scatter(terms, docs, scores, cursor, indices, data)
+        first = last
     # The attributes bm25s's BM25.index sets, so get_scores and retrieve work on this index.
     retriever = bm25s.BM25(k1=k1, b=b)  # method "lucene": no score for absent terms
     retriever.nonoccurrence_array = None
