@@ -111,7 +111,10 @@ def slurm_conf(node: Node) -> str:
     finished jobs in slurmctld for an hour so squeue/scontrol (not sacct) report their end
     state; config_overrides stops slurmd draining the node when the machine reports a
     different topology than the one written here; batch_sched_delay=0 starts a job when it is
-    submitted instead of up to 3 s later (a chain of short jobs pays that at every step).
+    submitted instead of up to 3 s later (a chain of short jobs pays that at every step);
+    sched_interval=2 and bf_interval=2 retry pending jobs every 2 s instead of every 60 and
+    30 s, so a job whose submission-time pass missed the node (a controller that has just
+    started, a busy machine) does not wait a minute for the next one.
     """
     return f"""{MARKER}: a single-node test cluster; `stop` removes it.
 ClusterName=leadtest
@@ -135,7 +138,7 @@ AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 MpiDefault=none
 SchedulerType=sched/backfill
-SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
+SchedulerParameters=batch_sched_delay=0,sched_min_interval=0,sched_interval=2,bf_interval=2
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 SlurmdParameters=config_overrides

@@ -209,14 +209,18 @@ def test_test_cluster_runs_batch_jobs_side_by_side(slurm_node):
         ).stdout.strip()
         for _ in range(min(2, slurm_node.cpus))
     ]
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120  # a guard: the scheduler retries every 2 s
     states = {}
     while time.monotonic() < deadline:
         states = {job_id: job_record(job_id) for job_id in job_ids}
         if all(record["JobState"] == "COMPLETED" for record in states.values()):
             break
         time.sleep(0.5)
-    assert [record["JobState"] for record in states.values()] == ["COMPLETED"] * len(job_ids)
+    assert [record["JobState"] for record in states.values()] == ["COMPLETED"] * len(job_ids), (
+        {job_id: (r["JobState"], r["Reason"]) for job_id, r in states.items()},
+        cluster.node_state(slurm_node),
+        cluster.log_tails(),
+    )
     starts = {record["StartTime"] for record in states.values()}
     assert len(starts) == 1, f"the 1-CPU jobs did not run side by side: {starts}"
 
