@@ -4,8 +4,9 @@ recipes of sentence-transformers (MarginMSE, DistillKLDiv) over each query's own
 Conventions of lead's own losses (docs/method.md): the teacher distribution is
 softmax(S_T / T), the student log-distribution log_softmax(S_S); the temperature is applied to
 the target side only, with no T² factor; KL is summed over candidates and averaged over queries
-(kl_div "batchmean"). The peers' losses compute what sentence-transformers computes instead
-(`group_kl`: the temperature on both sides and a T² factor), each documented where it differs.
+(kl_div's "batchmean"; `kl_divergence`). The peers' losses compute what sentence-transformers
+computes instead (`group_kl`: the temperature on both sides and a T² factor), each documented
+where it differs.
 Everything is computed in at least fp32, whatever precision the encoders ran in.
 """
 
@@ -20,15 +21,26 @@ from torch import Tensor
 from lead.losses.contrastive import contrastive_loss, full_precision
 
 
+def kl_divergence(target_logits: Tensor, log_q: Tensor) -> Tensor:
+    """KL(softmax(target_logits) || exp(log_q)), summed over candidates and averaged over rows
+    (kl_div's "batchmean").
+
+    The target's log is log_softmax, not log(softmax) as F.kl_div takes it: a candidate whose
+    probability underflows to 0 (scores 104 apart in fp32, common for raw layer states) adds
+    0 either way, but log(0) turns the target's gradient into NaN, and a jointly trained
+    teacher (or the student, as reverse_kl's target) receives that gradient. The gradient on
+    log_q is F.kl_div's to the bit.
+    """
+    target = F.softmax(target_logits, dim=-1)
+    return (target * (F.log_softmax(target_logits, dim=-1) - log_q)).sum() / log_q.shape[0]
+
+
 def response_kl(
     teacher_scores: Tensor, student_scores: Tensor, *, temperature: float = 1.0
 ) -> Tensor:
     """KL(softmax(S_T / T) || softmax(S_S)): the student learns the teacher's distribution."""
-    return F.kl_div(
-        F.log_softmax(full_precision(student_scores), dim=-1),
-        F.softmax(full_precision(teacher_scores) / temperature, dim=-1),
-        reduction="batchmean",
-    )
+    return kl_divergence(full_precision(teacher_scores) / temperature,
+              F.log_softmax(full_precision(student_scores), dim=-1))
 
 
 def reverse_kl(
@@ -139,9 +151,5 @@ def group_kl(
     student_t = temperature if student_temperature is None else student_temperature
     teacher_t = temperature if teacher_temperature is None else teacher_temperature
     teacher, student = _group_scores(teacher_scores, student_scores)
-    kl = F.kl_div(
-        F.log_softmax(student / student_t, dim=-1),
-        F.softmax(teacher / teacher_t, dim=-1),
-        reduction="batchmean",
-    )
-    return kl * student_t**2
+    log_q = F.log_softmax(student / student_t, dim=-1)
+    return kl_divergence(teacher / teacher_t, log_q) * student_t**2

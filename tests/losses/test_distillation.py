@@ -119,6 +119,38 @@ def test_layer_weights_carry_no_gradient_but_the_kl_does():
         torch.testing.assert_close(got.grad, want.grad)
 
 
+def test_a_target_probability_that_underflows_gives_no_nan_gradient():
+    """Scores 120 apart: the far candidate's target probability is 0 in fp32. A jointly
+    trained teacher (and the student, as reverse_kl's target) still gets a finite gradient."""
+    for loss in (
+        lambda t, s: response_kl(t, s),
+        lambda t, s: reverse_kl(t, s),
+        lambda t, s: lead_layer_loss([t], [s], torch.tensor([0, 1]))[0],
+        lambda t, s: group_kl(t, s),
+    ):
+        teacher = torch.tensor([[0.0, 120.0, 3.0], [1.0, 2.0, 3.0]], requires_grad=True)
+        student = torch.tensor([[0.0, -120.0, 1.0], [3.0, 2.0, 1.0]], requires_grad=True)
+        value = loss(teacher, student)
+        value.backward()
+        assert torch.isfinite(value)
+        assert torch.isfinite(teacher.grad).all() and torch.isfinite(student.grad).all()
+
+
+def test_the_students_gradient_is_kl_divs_to_the_bit():
+    """Reading the target's log from log_softmax changes no student update: the gradient on
+    the student's scores equals F.kl_div's exactly."""
+    generator = torch.Generator().manual_seed(0)
+    teacher = torch.randn(16, 64, generator=generator) * 30
+    student = (torch.randn(16, 64, generator=generator) * 5).requires_grad_()
+    response_kl(teacher, student, temperature=0.7).backward()
+    ours = student.grad.clone()
+    student.grad = None
+    torch.nn.functional.kl_div(torch.log_softmax(student, dim=-1),
+                               torch.softmax(teacher / 0.7, dim=-1),
+                               reduction="batchmean").backward()
+    assert torch.equal(ours, student.grad)
+
+
 def test_a_teacher_ce_over_more_queries_replaces_the_local_one():
     # the CE of every process's queries (data parallelism) decides the weights:
     # w ∝ softmax(-[ln3, ln2]) = [1/3, 1/2] -> [2/5, 3/5]
