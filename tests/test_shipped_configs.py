@@ -67,3 +67,30 @@ def test_every_shipped_config_validates_and_plans_on_its_own(config):
     """A config layered on another says so (`extends`), so it runs on its own."""
     raw, resolved = layered([ROOT / "config" / config], [])
     assert build(resolved, raw=raw).collections
+
+
+def test_the_rehearsals_random_student_tells_passages_apart(tmp_path):
+    """A random model that pools [CLS] gives many passages the same score (half of 1,000 at
+    MS MARCO's size), and the exact search then breaks ties against the whole shard: the
+    rehearsal's searches would cost several times a trained model's. Its student pools by mean."""
+    import torch
+
+    from lead.modeling.encoders import collate, load_encoder
+    from lead.modeling.init import init_model
+
+    _, resolved = layered([ROOT / "config" / "rehearsal.yaml"], [])
+    encoder = load_encoder(init_model(resolved["student"], tmp_path / "student")).eval()
+    lines = (ROOT / "tests" / "fixtures" / "tiny" / "collection.tsv").read_text().splitlines()
+    queries = (ROOT / "tests" / "fixtures" / "tiny" / "queries.dev.tsv").read_text().splitlines()
+
+    def encode(texts: list[str], role: str) -> torch.Tensor:
+        ids = encoder.tokenizer(texts, truncation=True, max_length=64)["input_ids"]
+        batch = collate(ids, encoder.tokenizer.pad_token_id)
+        with torch.no_grad():
+            return getattr(encoder, f"encode_{role}")(batch).final
+
+    passages = encode([line.split("\t")[1] for line in lines], "passage")
+    scores = encoder.compute_similarity(
+        encode([line.split("\t")[1] for line in queries], "query"), passages)
+    distinct = min(len(torch.unique(row)) for row in scores) / len(lines)
+    assert distinct >= 0.99, f"{distinct:.0%} of the passages' scores are distinct"
