@@ -39,8 +39,8 @@ def response_kl(
     teacher_scores: Tensor, student_scores: Tensor, *, temperature: float = 1.0
 ) -> Tensor:
     """KL(softmax(S_T / T) || softmax(S_S)): the student learns the teacher's distribution."""
-    return kl_divergence(full_precision(teacher_scores) / temperature,
-              F.log_softmax(full_precision(student_scores), dim=-1))
+    log_q = F.log_softmax(full_precision(student_scores), dim=-1)
+    return kl_divergence(full_precision(teacher_scores) / temperature, log_q)
 
 
 def reverse_kl(
