@@ -83,14 +83,13 @@ def test_the_rehearsals_random_student_tells_passages_apart(tmp_path):
     lines = (ROOT / "tests" / "fixtures" / "tiny" / "collection.tsv").read_text().splitlines()
     queries = (ROOT / "tests" / "fixtures" / "tiny" / "queries.dev.tsv").read_text().splitlines()
 
-    def encode(texts: list[str], role: str) -> torch.Tensor:
+    def encode(lines: list[str], encode_batch) -> torch.Tensor:
+        texts = [line.split("\t")[1] for line in lines]
         ids = encoder.tokenizer(texts, truncation=True, max_length=64)["input_ids"]
-        batch = collate(ids, encoder.tokenizer.pad_token_id)
         with torch.no_grad():
-            return getattr(encoder, f"encode_{role}")(batch).final
+            return encode_batch(collate(ids, encoder.tokenizer.pad_token_id)).final
 
-    passages = encode([line.split("\t")[1] for line in lines], "passage")
-    scores = encoder.compute_similarity(
-        encode([line.split("\t")[1] for line in queries], "query"), passages)
+    scores = encoder.compute_similarity(encode(queries, encoder.encode_query),
+                                        encode(lines, encoder.encode_passage))
     distinct = min(len(torch.unique(row)) for row in scores) / len(lines)
     assert distinct >= 0.99, f"{distinct:.0%} of the passages' scores are distinct"
