@@ -43,6 +43,16 @@ TRAINING_SAMPLE_SEED = 20240304
 # Query batches at least this large go through BLAS in exact search (see `_blas_batches`).
 BLAS_MIN_QUERIES = 20
 _MISSING = np.float32(-np.inf)
+# A cluster job's time limit for an exhaustive search: per (query, passage) pair and thread,
+# PAIR_NS plus DIM_NS per dimension. About 3 times what lead's flat search took on one thread
+# of a busy AVX-512 core (5.7-6.5 ns a pair at 32-d, 27-28 ns at 768-d, top 500:
+# benchmarks/search_runtime.py), so that a slower or shared node still finishes; approximate
+# indexes take less.
+PAIR_NS = 15.0
+DIM_NS = 0.1
+# Start-up, reading and writing: minutes added to every search's limit, and its least limit.
+SEARCH_OVERHEAD_MINUTES = 10
+SEARCH_MIN_MINUTES = 60
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,18 @@ def inspect_embeddings(path: str | Path) -> EmbeddingsInfo:
     dtype = "float16" if pa.types.is_float16(kind.value_type) else "float32"
     check_schema(path, schema, embeddings(kind.list_size, dtype))
     return EmbeddingsInfo(path, kind.list_size, dtype, file.metadata.num_rows)
+
+
+def search_minutes(queries: str | Path, corpus: Sequence[str | Path], threads: int) -> int:
+    """The time limit, in minutes, to request for searching `queries` over `corpus` on
+    `threads` threads: the exhaustive search's cost from the files' sizes (PAIR_NS, DIM_NS).
+    A fixed limit either kills the MS MARCO mining search (502,939 x 8,841,823 pairs) or
+    holds every small search in the queue as if it were that one."""
+    query_info = inspect_embeddings(queries)
+    passages = sum(inspect_embeddings(shard).num_rows for shard in corpus)
+    seconds = query_info.num_rows * passages * (PAIR_NS + DIM_NS * query_info.dim) * 1e-9
+    minutes = SEARCH_OVERHEAD_MINUTES + seconds / 60 / max(1, threads)
+    return max(SEARCH_MIN_MINUTES, int(np.ceil(minutes)))
 
 
 def iter_embeddings(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -291,3 +292,31 @@ def test_search_refuses_embeddings_that_do_not_fit(capsys, work, roots, artifact
     refused(capsys, roots, "search", "--queries", queries, "--corpus",
             artifacts / "embeddings" / "corpus.parquet", "--out", work / "run.parquet",
             expect=(str(queries) if vectors == "non-finite" else "dimension",))
+
+
+def test_a_small_search_asks_for_the_least_time_limit(data):
+    minutes = search_module.search_minutes(data["queries_path"], [data["corpus_path"]], 2)
+    assert minutes == search_module.SEARCH_MIN_MINUTES
+
+
+def test_the_msmarco_mining_search_asks_for_hours_that_fall_with_threads(monkeypatch):
+    """The time limit SLURM kills a search at: the release's mining search (502,939 training
+    queries over 16 shards of 8,841,823 passages, 768-d) must get twice what lead's search took
+    per pair on a busy AVX-512 thread (28 ns, benchmarks/search_runtime.py) and fit a day's
+    limit on the slurm profile's 16 threads; a dev-small search asks for the least limit."""
+    shard_rows = 8_841_823 // 16
+
+    def sizes(path):
+        rows = {"train": 502_939, "dev": 6_980}.get(Path(path).stem, shard_rows)
+        return search_module.EmbeddingsInfo(Path(path), 768, "float32", rows)
+
+    monkeypatch.setattr(search_module, "inspect_embeddings", sizes)
+    shards = [f"{n:03d}.parquet" for n in range(16)]
+    measured_hours = 502_939 * 8_841_823 * 28e-9 / 3600
+    on_16 = search_module.search_minutes("train.parquet", shards, 16) / 60
+    on_2 = search_module.search_minutes("train.parquet", shards, 2) / 60
+    assert 2 * measured_hours / 16 < on_16 < 12
+    assert on_2 == pytest.approx(on_16 * 8, rel=0.05)
+    assert search_module.search_minutes("dev.parquet", shards, 2) == (
+        search_module.SEARCH_MIN_MINUTES
+    )

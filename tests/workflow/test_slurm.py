@@ -256,6 +256,9 @@ def test_every_job_but_the_local_rules_is_an_sbatch_job_that_completed(tiny_runs
         assert int(record["CPUs/Task"]) == requests[rule].threads, (rule, record)
         assert megabytes(record["MinMemoryNode"]) == resources["mem_mb"], (rule, record)
         assert record["Partition"] == "debug"
+        if rule.startswith("search"):
+            # Computed from the embeddings once they exist (tiny: the least limit, 1 hour).
+            assert record["TimeLimit"] == "01:00:00", (rule, record)
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from lead import config as lead_config
 from lead import plan as lead_plan
 from lead.data import sources as lead_sources
 from lead.code import stage_hash
+from snakemake.common.tbdstring import TBDString
 
 # Stages run `python -m lead` and `torchrun` from the environment that runs Snakemake (e.g.
 # `.venv/bin/snakemake` without an activated venv); a rule's conda env, when deployed, is
@@ -115,6 +116,18 @@ def launch(resources):
         # `--` keeps torchrun's parser off the stage's options (`--log` would match `--log-dir`).
         return f"torchrun --standalone --nproc_per_node {gpus} -m -- lead"
     return "python -m lead"
+
+
+def search_runtime(wildcards, input, threads):
+    """A search job's time limit from its inputs' sizes and threads (lead.retrieval.search):
+    the MS MARCO mining search needs hours, a TREC DL search minutes. Before the embeddings
+    exist it is Snakemake's to-be-determined value, which Snakemake computes again before it
+    submits the job."""
+    if not all(Path(path).exists() for path in [input.queries, *input.corpus]):
+        return TBDString()
+    from lead.retrieval.search import search_minutes
+
+    return search_minutes(input.queries, input.corpus, threads)
 
 
 def warmup_section(role):

@@ -20,7 +20,7 @@ rule search:
     threads: 2
     resources:
         mem_mb=16000,
-        runtime=4 * 60,
+        runtime=search_runtime,
     params:
         settings=settings(**config["search"]),
         code=code("search"),
@@ -51,7 +51,7 @@ rule search_mining:
     threads: 2
     resources:
         mem_mb=16000,
-        runtime=4 * 60,
+        runtime=search_runtime,
     params:
         settings=settings(
             **{**config["search"], "depth": config["negatives"]["retrieve_depth"]}
