@@ -24,6 +24,7 @@ import pyarrow as pa
 from lead.config import resolve
 from lead.io import write_table
 from lead.retrieval import search as search_module
+from lead.retrieval.encode import embeddings_table
 from lead.schemas import embeddings
 
 MINING_PAIRS = 502_939 * 8_841_823
@@ -31,9 +32,8 @@ MINING_THREADS = 16
 
 
 def write_embeddings(path: Path, matrix: np.ndarray) -> Path:
-    column = pa.FixedSizeListArray.from_arrays(pa.array(matrix.ravel()), matrix.shape[1])
     ids = pa.array([f"{path.stem}-{i}" for i in range(len(matrix))], pa.string())
-    write_table(pa.table({"id": ids, "embedding": column}).cast(embeddings(matrix.shape[1])), path)
+    write_table(embeddings_table(ids, matrix, embeddings(matrix.shape[1])), path)
     return path
 
 
@@ -61,16 +61,15 @@ def main() -> None:
     print(f"{args.queries} queries x {args.passages} passages, top {args.depth}, 1 thread")
     print("dim | measured ns/pair | assumed ns/pair | assumed / measured | "
           f"MS MARCO mining on {MINING_THREADS} threads: measured h | limit h")
+    hours_per_ns = MINING_PAIRS * 1e-9 / MINING_THREADS / 3600
     with tempfile.TemporaryDirectory() as folder:
         for dim in (32, 768):
             measured = seconds_per_pair(Path(folder), dim, args.passages, args.queries,
                                         args.depth) * 1e9
             assumed = search_module.PAIR_NS + search_module.DIM_NS * dim
-            hours = MINING_PAIRS * 1e-9 / MINING_THREADS / 3600
-            limit = search_module.SEARCH_OVERHEAD_MINUTES / 60 + assumed * hours
+            limit = search_module.limit_minutes(MINING_PAIRS, dim, MINING_THREADS) / 60
             print(f"{dim} | {measured:.2f} | {assumed:.2f} | {assumed / measured:.2f} | "
-                  f"{measured * hours:.2f} | {limit:.2f}")
-
+                  f"{measured * hours_per_ns:.2f} | {limit:.2f}")
 
 if __name__ == "__main__":
     main()

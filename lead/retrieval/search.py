@@ -87,12 +87,18 @@ def inspect_embeddings(path: str | Path) -> EmbeddingsInfo:
 
 def search_minutes(queries: str | Path, corpus: Sequence[str | Path], threads: int) -> int:
     """The time limit, in minutes, to request for searching `queries` over `corpus` on
-    `threads` threads: the exhaustive search's cost from the files' sizes (PAIR_NS, DIM_NS).
-    A fixed limit either kills the MS MARCO mining search (502,939 x 8,841,823 pairs) or
-    holds every small search in the queue as if it were that one."""
+    `threads` threads, from the files' sizes. A fixed limit either kills the MS MARCO mining
+    search (502,939 x 8,841,823 pairs) or holds every small search in the queue as if it
+    were that one."""
     query_info = inspect_embeddings(queries)
     passages = sum(inspect_embeddings(shard).num_rows for shard in corpus)
-    seconds = query_info.num_rows * passages * (PAIR_NS + DIM_NS * query_info.dim) * 1e-9
+    return limit_minutes(query_info.num_rows * passages, query_info.dim, threads)
+
+
+def limit_minutes(pairs: int, dim: int, threads: int) -> int:
+    """The exhaustive search's cost of `pairs` (query, passage) pairs of `dim` dimensions at
+    PAIR_NS and DIM_NS a pair and thread, as a time limit in minutes."""
+    seconds = pairs * (PAIR_NS + DIM_NS * dim) * 1e-9
     minutes = SEARCH_OVERHEAD_MINUTES + seconds / 60 / max(1, threads)
     return max(SEARCH_MIN_MINUTES, int(np.ceil(minutes)))
 
